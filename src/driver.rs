@@ -1,0 +1,789 @@
+//! The connection driver: one task that owns the `rtc` core, the sockets and the timer.
+//!
+//! # The sans-I/O rule
+//!
+//! After every input (a datagram, a timeout, a command) the driver drains every output of the
+//! core — events, then received messages, then datagrams to send — before it takes the next
+//! input, and re-arms its timer from `poll_timeout` before it sleeps. Work per wake-up is
+//! bounded: after [`ITERATIONS_PER_POLL`] rounds it yields to the executor and asks to be
+//! polled again.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::BytesMut;
+use futures::{Stream, channel::oneshot};
+use log::{debug, trace, warn};
+use rtc::{
+    data_channel::{RTCDataChannelId, RTCDataChannelInit, RTCDataChannelState},
+    peer_connection::{
+        RTCPeerConnection,
+        configuration::{RTCAnswerOptions, RTCOfferOptions},
+        event::{RTCDataChannelEvent, RTCPeerConnectionEvent},
+        message::RTCMessage,
+        sdp::RTCSessionDescription,
+        state::{RTCIceConnectionState, RTCIceGatheringState, RTCSignalingState},
+        transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit},
+    },
+    sansio::Protocol,
+    shared::{TaggedBytesMut, TransportContext, TransportProtocol},
+};
+
+use crate::{
+    data_channel::{
+        DataChannelEvent, DataChannelMessage, DcParams, DcShared, Payload, lock,
+    },
+    error::{CoreError, Error, Result},
+    event::Raw,
+    peer_connection::Shared,
+    runtime::{AsyncTimer, AsyncUdpSocket, Runtime},
+};
+
+/// Rounds of input + drain per wake-up before yielding to the executor.
+const ITERATIONS_PER_POLL: usize = 16;
+/// Commands taken per round.
+const COMMANDS_PER_ROUND: usize = 64;
+/// Datagrams read per socket per round.
+const DATAGRAMS_PER_ROUND: usize = 64;
+/// Minimum spacing of timeouts handled for deadlines that are already in the past, so a core
+/// that keeps reporting an expired deadline cannot make the driver spin.
+const MIN_IMMEDIATE_TIMEOUT_INTERVAL: Duration = Duration::from_millis(1);
+/// Receive buffer size; larger than any datagram the stack sends.
+const RECV_BUFFER: usize = 2048;
+
+/// The answer to a command.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// What handles ask of the driver.
+pub(crate) enum Command {
+    CreateOffer {
+        options: Option<RTCOfferOptions>,
+        reply: Reply<RTCSessionDescription>,
+    },
+    CreateAnswer {
+        options: Option<RTCAnswerOptions>,
+        reply: Reply<RTCSessionDescription>,
+    },
+    SetLocalDescription {
+        desc: RTCSessionDescription,
+        reply: Reply<()>,
+    },
+    SetRemoteDescription {
+        desc: RTCSessionDescription,
+        reply: Reply<()>,
+    },
+    AddIceCandidate {
+        candidate: RTCIceCandidateInit,
+        reply: Reply<()>,
+    },
+    LocalDescription {
+        reply: Reply<Option<RTCSessionDescription>>,
+    },
+    RemoteDescription {
+        reply: Reply<Option<RTCSessionDescription>>,
+    },
+    CreateDataChannel {
+        label: String,
+        init: RTCDataChannelInit,
+        reply: Reply<Arc<DcShared>>,
+    },
+    Send {
+        id: RTCDataChannelId,
+        payload: Payload,
+    },
+    CloseChannel {
+        id: RTCDataChannelId,
+        reply: Reply<()>,
+    },
+    Close {
+        reply: Reply<()>,
+    },
+}
+
+/// A bound socket and the exact address the core knows it by.
+pub(crate) struct Socket {
+    pub(crate) sock: Arc<dyn AsyncUdpSocket>,
+    pub(crate) addr: SocketAddr,
+}
+
+pub(crate) struct DriverConfig {
+    pub(crate) event_capacity: usize,
+    pub(crate) high_water_mark: usize,
+    pub(crate) inbox_capacity: usize,
+}
+
+struct Channel {
+    dc: Arc<DcShared>,
+    /// Announced to the application (always true for local channels).
+    announced: bool,
+    /// Buffered amount at the last refresh, to detect the fall below the low threshold.
+    last_buffered: usize,
+}
+
+/// The driver future. Completes when the connection is closed.
+#[must_use = "the driver does nothing unless spawned"]
+pub(crate) struct Driver {
+    core: RTCPeerConnection,
+    runtime: Arc<dyn Runtime>,
+    shared: Arc<Shared>,
+    cmd_rx: Pin<Box<async_channel::Receiver<Command>>>,
+    sockets: Vec<Socket>,
+    config: DriverConfig,
+    timer: Pin<Box<dyn AsyncTimer>>,
+    timer_deadline: Option<Instant>,
+    last_immediate_timeout: Option<Instant>,
+    recv_buf: Vec<u8>,
+    /// A datagram the socket could not take yet.
+    blocked_tx: Option<TaggedBytesMut>,
+    channels: HashMap<RTCDataChannelId, Channel>,
+    /// A message whose channel inbox is full; nothing more is read until it is delivered.
+    parked: Option<(RTCDataChannelId, DataChannelMessage)>,
+    early_candidates: Vec<RTCIceCandidateInit>,
+    gathered: bool,
+    /// Run `handle_timeout` once more in this round (the DTLS client's first flight waits
+    /// for one after ICE connects).
+    kick_timeout: bool,
+    finished: bool,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        core: RTCPeerConnection,
+        runtime: Arc<dyn Runtime>,
+        shared: Arc<Shared>,
+        cmd_rx: async_channel::Receiver<Command>,
+        sockets: Vec<Socket>,
+        config: DriverConfig,
+    ) -> Self {
+        let timer = runtime.new_timer(runtime.now() + Duration::from_secs(3600));
+        Self {
+            core,
+            runtime,
+            shared,
+            cmd_rx: Box::pin(cmd_rx),
+            sockets,
+            config,
+            timer,
+            timer_deadline: None,
+            last_immediate_timeout: None,
+            recv_buf: vec![0; RECV_BUFFER],
+            blocked_tx: None,
+            channels: HashMap::new(),
+            parked: None,
+            early_candidates: Vec::new(),
+            gathered: false,
+            kick_timeout: false,
+            finished: false,
+        }
+    }
+
+    fn publish(&self, raw: Raw) {
+        lock(&self.shared.hub).publish(raw);
+    }
+
+    // ---- commands -------------------------------------------------------------------------
+
+    /// Takes up to a batch of commands. Returns whether any was taken; starts the shutdown when
+    /// every handle is gone.
+    fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut any = false;
+        for _ in 0..COMMANDS_PER_ROUND {
+            match self.cmd_rx.as_mut().poll_next(cx) {
+                Poll::Ready(Some(cmd)) => {
+                    any = true;
+                    self.handle_command(cmd, cx);
+                    if self.finished {
+                        break;
+                    }
+                }
+                Poll::Ready(None) => {
+                    debug!("last handle dropped: closing");
+                    self.shutdown(cx);
+                    return true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        any
+    }
+
+    fn handle_command(&mut self, cmd: Command, cx: &mut Context<'_>) {
+        let now = self.runtime.now();
+        match cmd {
+            Command::CreateOffer { options, reply } => {
+                let r = self.core.create_offer(options).map_err(invalid_op);
+                let _ = reply.send(r);
+            }
+            Command::CreateAnswer { options, reply } => {
+                let r = self.core.create_answer(options).map_err(invalid_op);
+                let _ = reply.send(r);
+            }
+            Command::SetLocalDescription { desc, reply } => {
+                let r = self
+                    .core
+                    .set_local_description(now, desc)
+                    .map_err(|e| Error::InvalidSessionDescription(e.into()));
+                let ok = r.is_ok();
+                let _ = reply.send(r);
+                if ok && !self.gathered {
+                    self.gathered = true;
+                    self.gather();
+                }
+            }
+            Command::SetRemoteDescription { desc, reply } => {
+                let r = self
+                    .core
+                    .set_remote_description(now, desc)
+                    .map_err(|e| Error::InvalidSessionDescription(e.into()));
+                let ok = r.is_ok();
+                let _ = reply.send(r);
+                if ok {
+                    for c in std::mem::take(&mut self.early_candidates) {
+                        if let Err(e) = self.add_remote_candidate(c) {
+                            warn!("early remote candidate rejected: {e}");
+                        }
+                    }
+                }
+            }
+            Command::AddIceCandidate { candidate, reply } => {
+                let r = if self.core.remote_description().is_none() {
+                    self.early_candidates.push(candidate);
+                    Ok(())
+                } else {
+                    self.add_remote_candidate(candidate)
+                };
+                let _ = reply.send(r);
+            }
+            Command::LocalDescription { reply } => {
+                let _ = reply.send(Ok(self.core.local_description()));
+            }
+            Command::RemoteDescription { reply } => {
+                let _ = reply.send(Ok(self.core.remote_description().cloned()));
+            }
+            Command::CreateDataChannel { label, init, reply } => {
+                let r = self.create_data_channel(&label, init);
+                let _ = reply.send(r);
+            }
+            Command::Send { id, payload } => self.send(now, id, payload),
+            Command::CloseChannel { id, reply } => {
+                let r = match self.core.data_channel(id) {
+                    Some(mut dc) => dc.close().map_err(invalid_op),
+                    None => Ok(()), // already gone
+                };
+                if let Some(ch) = self.channels.get(&id) {
+                    ch.dc.set_state(RTCDataChannelState::Closing);
+                }
+                let _ = reply.send(r);
+            }
+            Command::Close { reply } => {
+                self.shutdown(cx);
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    fn add_remote_candidate(&mut self, candidate: RTCIceCandidateInit) -> Result<()> {
+        if let Some(remote) = self.core.remote_description() {
+            check_media_section(&candidate, remote)?;
+        }
+        self.core
+            .add_remote_candidate(candidate)
+            .map_err(|e| Error::InvalidCandidate(e.into()))
+    }
+
+    /// Announces one host candidate per socket, then the end of candidates.
+    fn gather(&mut self) {
+        self.drain_events(); // the signaling change comes before gathering
+        self.publish(Raw::IceGathering(RTCIceGatheringState::Gathering));
+        for s in &self.sockets {
+            let host = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: "udp".to_owned(),
+                    address: s.addr.ip().to_string(),
+                    port: s.addr.port(),
+                    component: 1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+            .new_candidate_host()
+            .and_then(|c| RTCIceCandidate::from(&c).to_json())
+            .and_then(|init| self.core.add_local_candidate(init));
+            if let Err(e) = host {
+                warn!("host candidate {} not added: {e}", s.addr);
+            }
+        }
+        // The empty candidate ends gathering; the core reports `Complete`.
+        if let Err(e) = self.core.add_local_candidate(RTCIceCandidateInit::default()) {
+            warn!("end of candidates not accepted: {e}");
+        }
+    }
+
+    fn create_data_channel(
+        &mut self,
+        label: &str,
+        init: RTCDataChannelInit,
+    ) -> Result<Arc<DcShared>> {
+        let id = self
+            .core
+            .create_data_channel(label, Some(init))
+            .map_err(invalid_op)?
+            .id();
+        let dc = self.register_channel(id, true).ok_or(Error::Closed)?;
+        Ok(dc)
+    }
+
+    /// Creates the shared state of channel `id` from the core's view of it.
+    fn register_channel(&mut self, id: RTCDataChannelId, announced: bool) -> Option<Arc<DcShared>> {
+        let max_message_size = self.max_message_size();
+        let core_dc = self.core.data_channel(id)?;
+        let dc = Arc::new(DcShared::new(
+            DcParams {
+                id,
+                label: core_dc.label().to_owned(),
+                protocol: core_dc.protocol().to_owned(),
+                ordered: core_dc.ordered(),
+                max_retransmits: core_dc.max_retransmits(),
+                max_packet_life_time: core_dc.max_packet_life_time(),
+                negotiated: core_dc.negotiated(),
+                high_water_mark: self.config.high_water_mark,
+                inbox_capacity: self.config.inbox_capacity,
+                event_capacity: self.config.event_capacity,
+            },
+            self.shared.driver_waker.clone(),
+        ));
+        if let Some(sid) = core_dc.stream_id() {
+            dc.stream_id.store(sid as usize, Ordering::Release);
+        }
+        if core_dc.ready_state() == RTCDataChannelState::Open {
+            dc.max_message_size.store(max_message_size, Ordering::Release);
+            dc.set_state(RTCDataChannelState::Open);
+        }
+        self.channels.insert(
+            id,
+            Channel {
+                dc: dc.clone(),
+                announced,
+                last_buffered: 0,
+            },
+        );
+        Some(dc)
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.core
+            .sctp()
+            .and_then(|s| s.max_message_size())
+            .map_or(0, |m| m as usize)
+    }
+
+    fn send(&mut self, now: Instant, id: RTCDataChannelId, payload: Payload) {
+        let len = payload.len();
+        if let Some(ch) = self.channels.get(&id) {
+            ch.dc.pending.fetch_sub(len, Ordering::AcqRel);
+        }
+        let Some(mut dc) = self.core.data_channel(id) else {
+            debug!("send on unknown channel {id} dropped");
+            return;
+        };
+        let r = match payload {
+            Payload::Binary(b) => dc.send(now, BytesMut::from(b)),
+            Payload::Text(s) => dc.send_text(now, s),
+        };
+        if let Err(e) = r {
+            // The handle checked state and size; this is a race with a close.
+            debug!("send on channel {id} failed: {e}");
+        }
+    }
+
+    // ---- core output ------------------------------------------------------------------------
+
+    /// Drains core events, then received messages. Returns whether anything happened.
+    fn drain_core(&mut self) -> bool {
+        let mut any = self.drain_events();
+        if self.kick_timeout {
+            self.kick_timeout = false;
+            let now = self.runtime.now();
+            if let Err(e) = self.core.handle_timeout(now) {
+                debug!("handle_timeout: {e}");
+            }
+            any |= self.drain_events();
+        }
+        any |= self.drain_reads();
+        any
+    }
+
+    fn drain_events(&mut self) -> bool {
+        let mut any = false;
+        while let Some(ev) = self.core.poll_event() {
+            any = true;
+            self.handle_event(ev);
+        }
+        any
+    }
+
+    fn handle_event(&mut self, ev: RTCPeerConnectionEvent) {
+        trace!("core event {ev:?}");
+        match ev {
+            RTCPeerConnectionEvent::OnNegotiationNeededEvent => {
+                self.publish(Raw::NegotiationNeeded)
+            }
+            RTCPeerConnectionEvent::OnIceCandidateEvent(e) => match e.candidate.to_json() {
+                Ok(init) => self.publish(Raw::IceCandidate(Some(init))),
+                Err(e) => warn!("local candidate not serializable: {e}"),
+            },
+            RTCPeerConnectionEvent::OnSignalingStateChangeEvent(s) => {
+                self.publish(Raw::Signaling(s))
+            }
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(s) => {
+                if s == RTCIceConnectionState::Connected {
+                    self.kick_timeout = true;
+                }
+                self.publish(Raw::IceConnection(s))
+            }
+            RTCPeerConnectionEvent::OnIceGatheringStateChangeEvent(s) => {
+                if s == RTCIceGatheringState::Complete {
+                    self.publish(Raw::IceCandidate(None));
+                }
+                self.publish(Raw::IceGathering(s))
+            }
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) => {
+                self.publish(Raw::Connection(s))
+            }
+            RTCPeerConnectionEvent::OnDataChannel(e) => self.handle_channel_event(e),
+            other => trace!("core event ignored: {other:?}"),
+        }
+    }
+
+    fn handle_channel_event(&mut self, ev: RTCDataChannelEvent) {
+        match ev {
+            RTCDataChannelEvent::OnOpen(id) => {
+                let max = self.max_message_size();
+                let stream_id = self.core.data_channel(id).and_then(|d| d.stream_id());
+                let dc = match self.channels.get_mut(&id) {
+                    Some(ch) => {
+                        let announce = !ch.announced;
+                        ch.announced = true;
+                        announce.then(|| ch.dc.clone()).map(Err).unwrap_or(Ok(ch.dc.clone()))
+                    }
+                    None => match self.register_channel(id, true) {
+                        Some(dc) => Err(dc),
+                        None => return,
+                    },
+                };
+                // Ok: known channel; Err: a channel the remote opened, to announce.
+                let (dc, announce) = match dc {
+                    Ok(dc) => (dc, false),
+                    Err(dc) => (dc, true),
+                };
+                if let Some(sid) = stream_id {
+                    dc.stream_id.store(sid as usize, Ordering::Release);
+                }
+                dc.max_message_size.store(max, Ordering::Release);
+                dc.set_state(RTCDataChannelState::Open);
+                if announce {
+                    self.publish(Raw::DataChannel(dc));
+                }
+            }
+            RTCDataChannelEvent::OnClose(id) => {
+                if let Some(ch) = self.channels.remove(&id) {
+                    ch.dc.set_state(RTCDataChannelState::Closed);
+                }
+            }
+            other => trace!("channel event ignored: {other:?}"),
+        }
+    }
+
+    /// Moves received messages into channel inboxes until the core has none or an inbox is
+    /// full (then SCTP's receive window closes and the remote sender slows down).
+    fn drain_reads(&mut self) -> bool {
+        let mut any = false;
+        if let Some((id, msg)) = self.parked.take() {
+            if !self.deliver(id, msg) {
+                return false;
+            }
+            any = true;
+        }
+        while let Some(m) = self.core.poll_read() {
+            any = true;
+            match m.message {
+                RTCMessage::DataChannelMessage(id, msg) => {
+                    let msg = DataChannelMessage {
+                        is_string: msg.is_string,
+                        data: msg.data.freeze(),
+                    };
+                    if !self.deliver(id, msg) {
+                        break;
+                    }
+                }
+                other => trace!("message ignored: {other:?}"),
+            }
+        }
+        any
+    }
+
+    /// Returns false if the message had to be parked.
+    fn deliver(&mut self, id: RTCDataChannelId, msg: DataChannelMessage) -> bool {
+        if !self.channels.contains_key(&id) && self.register_channel(id, true).is_some() {
+            // A message overtook the channel's open event: announce the channel now.
+            if let Some(ch) = self.channels.get(&id) {
+                self.publish(Raw::DataChannel(ch.dc.clone()));
+            }
+        }
+        let Some(ch) = self.channels.get(&id) else {
+            debug!("message for unknown channel {id} dropped");
+            return true;
+        };
+        if Arc::strong_count(&ch.dc) == 1 {
+            // No handle, stream or pending event can ever read it.
+            trace!("message for unobserved channel {id} dropped");
+            return true;
+        }
+        match ch.dc.try_deliver(msg) {
+            Ok(()) => true,
+            Err(msg) => {
+                self.parked = Some((id, msg));
+                false
+            }
+        }
+    }
+
+    /// Sends what the core has to send. Returns whether anything was sent.
+    fn drain_writes(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut any = false;
+        loop {
+            let tx = match self.blocked_tx.take() {
+                Some(tx) => tx,
+                None => match self.core.poll_write() {
+                    Some(tx) => tx,
+                    None => return any,
+                },
+            };
+            let Some(sock) = self.socket_for(tx.transport.local_addr) else {
+                debug!("no socket for {}: datagram dropped", tx.transport.local_addr);
+                continue;
+            };
+            match sock.poll_send_to(cx, &tx.message, tx.transport.peer_addr) {
+                Poll::Ready(Ok(_)) => any = true,
+                Poll::Ready(Err(e)) => {
+                    debug!("send to {} failed: {e}", tx.transport.peer_addr);
+                    any = true;
+                }
+                Poll::Pending => {
+                    self.blocked_tx = Some(tx);
+                    return any;
+                }
+            }
+        }
+    }
+
+    fn socket_for(&self, local: SocketAddr) -> Option<Arc<dyn AsyncUdpSocket>> {
+        self.sockets
+            .iter()
+            .find(|s| s.addr == local)
+            .or_else(|| self.sockets.iter().find(|s| s.addr.is_ipv4() == local.is_ipv4()))
+            .map(|s| s.sock.clone())
+    }
+
+    /// Updates each channel's buffered amount from the core, wakes blocked senders and
+    /// reports the fall below the low threshold.
+    fn refresh_buffered(&mut self) {
+        for (id, ch) in self.channels.iter_mut() {
+            let pending = ch.dc.pending.load(Ordering::Acquire);
+            if ch.last_buffered == 0 && pending == 0 {
+                continue;
+            }
+            let outstanding = self
+                .core
+                .data_channel(*id)
+                .map_or(0, |d| d.outstanding_bytes());
+            ch.dc.outstanding.store(outstanding, Ordering::Release);
+            let buffered = pending + outstanding;
+            if buffered < ch.last_buffered {
+                let low = ch.dc.low_threshold.load(Ordering::Acquire);
+                if ch.last_buffered > low && buffered <= low {
+                    ch.dc.publish(DataChannelEvent::BufferedAmountLow);
+                }
+                ch.dc.writable.notify(usize::MAX);
+            }
+            ch.last_buffered = buffered;
+        }
+    }
+
+    // ---- input ------------------------------------------------------------------------------
+
+    fn poll_sockets(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut any = false;
+        for i in 0..self.sockets.len() {
+            let local = self.sockets[i].addr;
+            for _ in 0..DATAGRAMS_PER_ROUND {
+                match self.sockets[i].sock.poll_recv_from(cx, &mut self.recv_buf) {
+                    Poll::Ready(Ok((n, peer))) => {
+                        any = true;
+                        let now = self.runtime.now();
+                        let _ = self.core.handle_read(TaggedBytesMut {
+                            now,
+                            transport: TransportContext {
+                                local_addr: local,
+                                peer_addr: peer,
+                                transport_protocol: TransportProtocol::UDP,
+                                ecn: None,
+                            },
+                            message: BytesMut::from(&self.recv_buf[..n]),
+                        });
+                    }
+                    Poll::Ready(Err(e)) => {
+                        // e.g. ICMP port unreachable reported on the next receive
+                        trace!("recv on {local}: {e}");
+                        any = true;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        any
+    }
+
+    /// Handles an expired deadline. Returns whether a timeout was handled.
+    fn poll_deadline(&mut self, now: Instant) -> bool {
+        let Some(deadline) = self.core.poll_timeout() else {
+            return false;
+        };
+        if deadline > now {
+            return false;
+        }
+        if let Some(last) = self.last_immediate_timeout
+            && now < last + MIN_IMMEDIATE_TIMEOUT_INTERVAL
+        {
+            return false;
+        }
+        self.last_immediate_timeout = Some(now);
+        if let Err(e) = self.core.handle_timeout(now) {
+            // e.g. a handshake gave up; the state events tell the application
+            debug!("handle_timeout: {e}");
+        }
+        true
+    }
+
+    /// Arms the timer for the core's next deadline. Returns true if it has already fired.
+    fn arm_timer(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let Some(mut deadline) = self.core.poll_timeout() else {
+            self.timer_deadline = None;
+            return false;
+        };
+        if deadline <= now {
+            let last = self.last_immediate_timeout.unwrap_or(now);
+            deadline = deadline.max(last + MIN_IMMEDIATE_TIMEOUT_INTERVAL);
+        }
+        if self.timer_deadline != Some(deadline) {
+            self.timer.as_mut().reset(deadline);
+            self.timer_deadline = Some(deadline);
+        }
+        self.timer.as_mut().poll(cx).is_ready()
+    }
+
+    // ---- shutdown ---------------------------------------------------------------------------
+
+    /// Closes the core, sends its last datagrams, ends every stream and stops.
+    fn shutdown(&mut self, cx: &mut Context<'_>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if let Err(e) = self.core.close() {
+            debug!("close: {e}");
+        }
+        self.drain_events();
+        // Best effort: the close_notify and SCTP ABORT go out now or not at all.
+        self.blocked_tx = None;
+        self.drain_writes(cx);
+        let mut hub = lock(&self.shared.hub);
+        hub.publish(Raw::Signaling(RTCSignalingState::Closed));
+        hub.publish(Raw::IceConnection(RTCIceConnectionState::Closed));
+        hub.publish(Raw::Connection(
+            rtc::peer_connection::state::RTCPeerConnectionState::Closed,
+        ));
+        hub.close();
+        drop(hub);
+        for (_, ch) in self.channels.drain() {
+            ch.dc.set_state(RTCDataChannelState::Closed);
+        }
+        self.parked = None;
+        self.cmd_rx.close();
+        // Commands still queued get no reply: their callers see `Error::Closed`.
+        while let Ok(cmd) = self.cmd_rx.try_recv() {
+            if let Command::Close { reply } = cmd {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        this.shared.driver_waker.register(cx.waker());
+        for _ in 0..ITERATIONS_PER_POLL {
+            let mut progress = this.poll_commands(cx);
+            if this.finished {
+                return Poll::Ready(());
+            }
+            progress |= this.poll_sockets(cx);
+            let now = this.runtime.now();
+            progress |= this.poll_deadline(now);
+            progress |= this.drain_core();
+            progress |= this.drain_writes(cx);
+            this.refresh_buffered();
+            if !progress {
+                if this.arm_timer(cx, now) {
+                    continue;
+                }
+                return Poll::Pending;
+            }
+        }
+        // Bounded work per wake-up: let other tasks run, then continue.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+fn invalid_op(e: rtc::shared::error::Error) -> Error {
+    Error::InvalidOperation(CoreError::from(e))
+}
+
+/// Rejects a candidate whose `sdpMid` / `sdpMLineIndex` names no media section of `remote`.
+fn check_media_section(c: &RTCIceCandidateInit, remote: &RTCSessionDescription) -> Result<()> {
+    if c.candidate.trim_start_matches("candidate:").is_empty() {
+        return Ok(());
+    }
+    let parsed = remote
+        .unmarshal()
+        .map_err(|e| Error::InvalidSessionDescription(e.into()))?;
+    let medias = &parsed.media_descriptions;
+    let unknown = || Error::UnknownMediaSection {
+        mid: c.sdp_mid.clone(),
+        mline_index: c.sdp_mline_index,
+    };
+    if let Some(mid) = c.sdp_mid.as_deref().filter(|m| !m.is_empty()) {
+        let found = medias
+            .iter()
+            .any(|m| m.attribute("mid").flatten() == Some(mid));
+        if !found {
+            return Err(unknown());
+        }
+    } else if let Some(i) = c.sdp_mline_index
+        && usize::from(i) >= medias.len()
+    {
+        return Err(unknown());
+    }
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! The crate's error type.
+
+use std::io;
+
+/// An error from the `rtc` protocol core, kept as its message.
+///
+/// The core's own error enum is not `Sync`, so it cannot travel inside a `Send + Sync` error;
+/// its text is preserved verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CoreError(pub(crate) String);
+
+impl CoreError {
+    /// The core's message.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<rtc::shared::error::Error> for CoreError {
+    fn from(e: rtc::shared::error::Error) -> Self {
+        CoreError(e.to_string())
+    }
+}
+
+/// Everything that can go wrong in this crate.
+///
+/// Errors caused by bad input from the application (a malformed session description, an ICE
+/// candidate for an unknown media section, a send on a closed channel) leave the connection
+/// working: the call fails, nothing else changes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The peer connection is closed, or its driver has stopped.
+    #[error("peer connection is closed")]
+    Closed,
+    /// The data channel is closing or closed.
+    #[error("data channel is closed")]
+    DataChannelClosed,
+    /// A message is larger than the maximum message size negotiated with the remote peer.
+    #[error("message of {size} bytes exceeds the negotiated maximum of {max} bytes")]
+    MessageTooLarge {
+        /// The size of the rejected message.
+        size: usize,
+        /// The largest message the remote peer accepts.
+        max: usize,
+    },
+    /// A session description could not be parsed or applied.
+    #[error("invalid session description: {0}")]
+    InvalidSessionDescription(#[source] CoreError),
+    /// An ICE candidate could not be parsed or applied.
+    #[error("invalid ICE candidate: {0}")]
+    InvalidCandidate(#[source] CoreError),
+    /// An ICE candidate names a media section that the remote description does not have.
+    #[error("ICE candidate names unknown media section (mid {mid:?}, m-line index {mline_index:?})")]
+    UnknownMediaSection {
+        /// The `sdpMid` the candidate carried.
+        mid: Option<String>,
+        /// The `sdpMLineIndex` the candidate carried.
+        mline_index: Option<u16>,
+    },
+    /// The operation is not valid in the current signaling state, or its arguments are invalid.
+    #[error("invalid operation: {0}")]
+    InvalidOperation(#[source] CoreError),
+    /// No runtime was configured and none could be found (for example, no Tokio runtime is
+    /// running on the current thread).
+    #[error("no async runtime available: {0}")]
+    NoRuntime(&'static str),
+    /// No local address could be bound for ICE.
+    #[error("no usable local address to bind")]
+    NoLocalAddress,
+    /// An I/O error, such as a failure to bind a UDP socket.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,528 @@
+//! The peer connection handle and its builder.
+
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+};
+
+use futures::{StreamExt, channel::oneshot, task::AtomicWaker};
+use rtc::peer_connection::{
+    RTCPeerConnectionBuilder,
+    configuration::{
+        RTCAnswerOptions, RTCConfiguration, RTCOfferOptions, media_engine::MediaEngine,
+        setting_engine::SettingEngine,
+    },
+    sdp::RTCSessionDescription,
+    state::{
+        RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
+    },
+    transport::RTCIceCandidateInit,
+};
+
+use crate::{
+    data_channel::{
+        DEFAULT_HIGH_WATER_MARK, DEFAULT_INBOX_CAPACITY, DataChannel, RTCDataChannelInit, lock,
+    },
+    driver::{Command, Driver, DriverConfig, Reply, Socket},
+    error::{CoreError, Error, Result},
+    event::{Hub, PeerConnectionEvent},
+    runtime::{Runtime, default_runtime},
+    stream::{DEFAULT_EVENT_CAPACITY, EventStream},
+};
+
+/// How many commands may wait for the driver before callers wait.
+const COMMAND_CAPACITY: usize = 1024;
+
+/// State shared by the driver and every handle.
+pub(crate) struct Shared {
+    pub(crate) hub: Mutex<Hub>,
+    pub(crate) driver_waker: Arc<AtomicWaker>,
+}
+
+/// What every handle of one connection holds. When the last one is dropped, the command channel
+/// closes and the driver shuts the connection down.
+pub(crate) struct ConnHandle {
+    pub(crate) cmd: async_channel::Sender<Command>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) local_addrs: Vec<SocketAddr>,
+}
+
+impl ConnHandle {
+    /// Sends a command and waits for the driver's reply.
+    pub(crate) async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(make(tx)).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+}
+
+/// A WebRTC peer connection; a cheap, cloneable handle.
+///
+/// All clones (and all [`DataChannel`]s of the connection) talk to one background driver task
+/// that owns the protocol state, the sockets and the timer. Methods are async commands to that
+/// task; the state getters read a snapshot and never wait.
+///
+/// Dropping the last handle closes the connection, as [`close`](Self::close) would.
+///
+/// # Example
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// use webrtc_streams::{PeerConnection, PeerConnectionEvent};
+///
+/// # async fn run() -> webrtc_streams::Result<()> {
+/// let pc = PeerConnection::builder().build().await?;
+/// let mut events = pc.events();
+/// let dc = pc.create_data_channel("chat", Default::default()).await?;
+/// let offer = pc.create_offer().await?;
+/// pc.set_local_description(offer).await?;
+/// // ... send the offer, receive the answer and candidates ...
+/// while let Some(ev) = events.next().await {
+///     match ev {
+///         PeerConnectionEvent::IceCandidate(c) => { /* signal it */ }
+///         PeerConnectionEvent::ConnectionStateChange(s) => println!("{s}"),
+///         _ => {}
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PeerConnection {
+    inner: Arc<ConnHandle>,
+}
+
+impl PeerConnection {
+    /// Starts configuring a connection.
+    pub fn builder() -> PeerConnectionBuilder {
+        PeerConnectionBuilder::default()
+    }
+
+    /// Creates an SDP offer.
+    pub async fn create_offer(&self) -> Result<RTCSessionDescription> {
+        self.create_offer_with(None).await
+    }
+
+    /// Creates an SDP offer with options (for example an ICE restart).
+    pub async fn create_offer_with(
+        &self,
+        options: Option<RTCOfferOptions>,
+    ) -> Result<RTCSessionDescription> {
+        self.inner
+            .request(|reply| Command::CreateOffer { options, reply })
+            .await
+    }
+
+    /// Creates an SDP answer to the remote offer.
+    pub async fn create_answer(&self) -> Result<RTCSessionDescription> {
+        self.create_answer_with(None).await
+    }
+
+    /// Creates an SDP answer with options.
+    pub async fn create_answer_with(
+        &self,
+        options: Option<RTCAnswerOptions>,
+    ) -> Result<RTCSessionDescription> {
+        self.inner
+            .request(|reply| Command::CreateAnswer { options, reply })
+            .await
+    }
+
+    /// Applies a local description. The first one starts ICE gathering: a host candidate per
+    /// bound socket is announced on [`ice_candidates`](Self::ice_candidates), followed by the
+    /// end-of-candidates marker.
+    pub async fn set_local_description(&self, desc: RTCSessionDescription) -> Result<()> {
+        self.inner
+            .request(|reply| Command::SetLocalDescription { desc, reply })
+            .await
+    }
+
+    /// Applies the remote peer's description.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSessionDescription`] if it cannot be parsed or applied; the connection
+    /// is unchanged.
+    pub async fn set_remote_description(&self, desc: RTCSessionDescription) -> Result<()> {
+        self.inner
+            .request(|reply| Command::SetRemoteDescription { desc, reply })
+            .await
+    }
+
+    /// Adds a remote ICE candidate. An empty candidate string marks the end of the remote
+    /// candidates. Candidates that arrive before the remote description are kept and applied
+    /// with it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidCandidate`] for a malformed candidate, [`Error::UnknownMediaSection`] for
+    /// one naming a media section the remote description does not have.
+    pub async fn add_ice_candidate(&self, candidate: RTCIceCandidateInit) -> Result<()> {
+        self.inner
+            .request(|reply| Command::AddIceCandidate { candidate, reply })
+            .await
+    }
+
+    /// The local description, with the candidates gathered so far.
+    pub async fn local_description(&self) -> Option<RTCSessionDescription> {
+        self.inner
+            .request(|reply| Command::LocalDescription { reply })
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The remote description.
+    pub async fn remote_description(&self) -> Option<RTCSessionDescription> {
+        self.inner
+            .request(|reply| Command::RemoteDescription { reply })
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Creates a data channel. It opens once the connection is up (or immediately after the
+    /// connection is up, for a negotiated channel that the remote side created too).
+    ///
+    /// `init` selects ordered/unordered delivery, partial reliability (`max_retransmits` or
+    /// `max_packet_life_time`), a sub-protocol and out-of-band negotiation (`negotiated: Some(id)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOperation`] for invalid options (both reliability limits set, a label
+    /// too long), [`Error::Closed`] on a closed connection.
+    pub async fn create_data_channel(
+        &self,
+        label: &str,
+        init: RTCDataChannelInit,
+    ) -> Result<DataChannel> {
+        let label = label.to_owned();
+        let dc = self
+            .inner
+            .request(|reply| Command::CreateDataChannel { label, init, reply })
+            .await?;
+        Ok(DataChannel {
+            conn: self.inner.clone(),
+            dc,
+        })
+    }
+
+    /// Closes the connection: sends the SCTP abort and DTLS close_notify to the peer, closes
+    /// every data channel, ends every stream and stops the driver, releasing its sockets.
+    /// Idempotent; returns once the driver has stopped.
+    pub async fn close(&self) -> Result<()> {
+        match self.inner.request(|reply| Command::Close { reply }).await {
+            Ok(()) | Err(Error::Closed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every event of the connection, in order, from now on.
+    ///
+    /// If this subscriber falls behind by more than the event capacity, it receives
+    /// [`PeerConnectionEvent::Lagged`] where events were skipped; nobody else is affected.
+    pub fn events(&self) -> EventStream<PeerConnectionEvent> {
+        lock(&self.inner.shared.hub).events(Arc::downgrade(&self.inner))
+    }
+
+    /// Local ICE candidates to signal to the remote peer; `None` marks the end of candidates.
+    pub fn ice_candidates(&self) -> EventStream<Option<RTCIceCandidateInit>> {
+        lock(&self.inner.shared.hub).ice_candidates()
+    }
+
+    /// The connection state: the current one first, then every change.
+    pub fn connection_states(&self) -> EventStream<RTCPeerConnectionState> {
+        lock(&self.inner.shared.hub).connection_states()
+    }
+
+    /// The signaling state: the current one first, then every change.
+    pub fn signaling_states(&self) -> EventStream<RTCSignalingState> {
+        lock(&self.inner.shared.hub).signaling_states()
+    }
+
+    /// The ICE connection state: the current one first, then every change.
+    pub fn ice_connection_states(&self) -> EventStream<RTCIceConnectionState> {
+        lock(&self.inner.shared.hub).ice_connection_states()
+    }
+
+    /// The ICE gathering state: the current one first, then every change.
+    pub fn ice_gathering_states(&self) -> EventStream<RTCIceGatheringState> {
+        lock(&self.inner.shared.hub).ice_gathering_states()
+    }
+
+    /// Data channels opened by the remote peer.
+    pub fn data_channels(&self) -> EventStream<DataChannel> {
+        lock(&self.inner.shared.hub).data_channels(Arc::downgrade(&self.inner))
+    }
+
+    /// Fires each time a (re)negotiation is needed.
+    pub fn negotiation_needed(&self) -> EventStream<()> {
+        lock(&self.inner.shared.hub).negotiation_needed()
+    }
+
+    /// Resolves once ICE gathering is complete (or the connection closed): then
+    /// [`local_description`](Self::local_description) holds every local candidate, for
+    /// signaling without trickle ICE.
+    pub async fn gathering_complete(&self) {
+        let mut states = self.ice_gathering_states();
+        while let Some(state) = states.next().await {
+            if state == RTCIceGatheringState::Complete {
+                return;
+            }
+        }
+    }
+
+    /// The current connection state.
+    pub fn connection_state(&self) -> RTCPeerConnectionState {
+        lock(&self.inner.shared.hub).states.connection
+    }
+
+    /// The current signaling state.
+    pub fn signaling_state(&self) -> RTCSignalingState {
+        lock(&self.inner.shared.hub).states.signaling
+    }
+
+    /// The current ICE connection state.
+    pub fn ice_connection_state(&self) -> RTCIceConnectionState {
+        lock(&self.inner.shared.hub).states.ice_connection
+    }
+
+    /// The current ICE gathering state.
+    pub fn ice_gathering_state(&self) -> RTCIceGatheringState {
+        lock(&self.inner.shared.hub).states.ice_gathering
+    }
+
+    /// The addresses of the connection's UDP sockets (its host candidates).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.inner.local_addrs
+    }
+}
+
+impl fmt::Debug for PeerConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerConnection")
+            .field("local_addrs", &self.inner.local_addrs)
+            .field("state", &self.connection_state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures and builds a [`PeerConnection`].
+///
+/// ```no_run
+/// # async fn f() -> webrtc_streams::Result<()> {
+/// use webrtc_streams::PeerConnection;
+/// let pc = PeerConnection::builder()
+///     .bind(["127.0.0.1:0".parse().unwrap()])
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct PeerConnectionBuilder {
+    configuration: RTCConfiguration,
+    setting_engine: SettingEngine,
+    media_engine: MediaEngine,
+    runtime: Option<Arc<dyn Runtime>>,
+    bind: Vec<SocketAddr>,
+    include_loopback: bool,
+    event_capacity: usize,
+    high_water_mark: usize,
+    inbox_capacity: usize,
+}
+
+impl Default for PeerConnectionBuilder {
+    fn default() -> Self {
+        Self {
+            configuration: RTCConfiguration::default(),
+            setting_engine: SettingEngine::default(),
+            media_engine: MediaEngine::default(),
+            runtime: None,
+            bind: Vec::new(),
+            include_loopback: false,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
+            high_water_mark: DEFAULT_HIGH_WATER_MARK,
+            inbox_capacity: DEFAULT_INBOX_CAPACITY,
+        }
+    }
+}
+
+impl fmt::Debug for PeerConnectionBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerConnectionBuilder")
+            .field("runtime", &self.runtime)
+            .field("bind", &self.bind)
+            .field("include_loopback", &self.include_loopback)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerConnectionBuilder {
+    /// The W3C configuration (ICE servers, policies, certificates).
+    pub fn configuration(mut self, configuration: RTCConfiguration) -> Self {
+        self.configuration = configuration;
+        self
+    }
+
+    /// The `rtc` setting engine (timeouts, DTLS role, SCTP limits, ...).
+    pub fn setting_engine(mut self, setting_engine: SettingEngine) -> Self {
+        self.setting_engine = setting_engine;
+        self
+    }
+
+    /// The media engine (codecs and header extensions). The default is empty, which suits
+    /// data-channel-only connections.
+    pub fn media_engine(mut self, media_engine: MediaEngine) -> Self {
+        self.media_engine = media_engine;
+        self
+    }
+
+    /// The runtime that runs this connection's driver. Defaults to the first enabled built-in
+    /// runtime usable from the calling context (Tokio with `runtime-tokio`).
+    pub fn runtime(mut self, runtime: Arc<dyn Runtime>) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// The local addresses to bind UDP sockets on; each becomes a host candidate. An
+    /// unspecified address (`0.0.0.0:0`, `[::]:0`) expands to one socket per interface
+    /// address of that family (loopback and link-local excluded unless
+    /// [`include_loopback`](Self::include_loopback)). Default: `0.0.0.0:0`.
+    pub fn bind(mut self, addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.bind = addrs.into_iter().collect();
+        self
+    }
+
+    /// Whether an unspecified bind address also expands to loopback interfaces.
+    pub fn include_loopback(mut self, yes: bool) -> Self {
+        self.include_loopback = yes;
+        self
+    }
+
+    /// How many events a subscriber may fall behind before it misses some (default 1024).
+    pub fn event_capacity(mut self, events: usize) -> Self {
+        self.event_capacity = events.max(1);
+        self
+    }
+
+    /// The default high-water mark of this connection's data channels
+    /// (see [`DataChannel::set_high_water_mark`]).
+    pub fn data_channel_high_water_mark(mut self, bytes: usize) -> Self {
+        self.high_water_mark = bytes;
+        self
+    }
+
+    /// How many bytes of unread messages each data channel holds before the connection stops
+    /// reading from SCTP and the remote sender is slowed down (default 1 MiB).
+    pub fn data_channel_inbox_capacity(mut self, bytes: usize) -> Self {
+        self.inbox_capacity = bytes.max(1);
+        self
+    }
+
+    /// Binds the sockets, builds the protocol core and starts the driver.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoRuntime`] without a usable runtime, [`Error::Io`] if a socket cannot be
+    /// bound, [`Error::NoLocalAddress`] if nothing could be bound, and
+    /// [`Error::InvalidOperation`] for a configuration the core rejects.
+    pub async fn build(self) -> Result<PeerConnection> {
+        let runtime = match self.runtime {
+            Some(rt) => rt,
+            None => default_runtime()?,
+        };
+        let bind = if self.bind.is_empty() {
+            vec![SocketAddr::from(([0, 0, 0, 0], 0))]
+        } else {
+            self.bind
+        };
+        let mut sockets = Vec::new();
+        for addr in expand_bind_addresses(&bind, self.include_loopback)? {
+            let std_socket = std::net::UdpSocket::bind(addr)?;
+            let sock = runtime.wrap_udp_socket(std_socket)?;
+            let addr = sock.local_addr()?;
+            sockets.push(Socket { sock, addr });
+        }
+        if sockets.is_empty() {
+            return Err(Error::NoLocalAddress);
+        }
+        let core = RTCPeerConnectionBuilder::new()
+            .with_configuration(self.configuration)
+            .with_setting_engine(self.setting_engine)
+            .with_media_engine(self.media_engine)
+            .build(runtime.now())
+            .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?;
+
+        let driver_waker = Arc::new(AtomicWaker::new());
+        let shared = Arc::new(Shared {
+            hub: Mutex::new(Hub::new(self.event_capacity)),
+            driver_waker,
+        });
+        let (cmd_tx, cmd_rx) = async_channel::bounded(COMMAND_CAPACITY);
+        let local_addrs = sockets.iter().map(|s| s.addr).collect();
+        let driver = Driver::new(
+            core,
+            runtime.clone(),
+            shared.clone(),
+            cmd_rx,
+            sockets,
+            DriverConfig {
+                event_capacity: self.event_capacity,
+                high_water_mark: self.high_water_mark,
+                inbox_capacity: self.inbox_capacity,
+            },
+        );
+        runtime.spawn(Box::pin(driver));
+        Ok(PeerConnection {
+            inner: Arc::new(ConnHandle {
+                cmd: cmd_tx,
+                shared,
+                local_addrs,
+            }),
+        })
+    }
+}
+
+/// Turns the configured bind addresses into concrete ones: unspecified addresses expand to the
+/// machine's interface addresses of the same family.
+fn expand_bind_addresses(bind: &[SocketAddr], include_loopback: bool) -> Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    let mut interfaces: Option<Vec<IpAddr>> = None;
+    for addr in bind {
+        if !addr.ip().is_unspecified() {
+            out.push(*addr);
+            continue;
+        }
+        let ips = match &interfaces {
+            Some(ips) => ips,
+            None => interfaces.insert(interface_addresses()?),
+        };
+        for ip in ips {
+            let usable = ip.is_ipv4() == addr.is_ipv4()
+                && (include_loopback || !ip.is_loopback())
+                && !is_link_local(ip);
+            if usable {
+                out.push(SocketAddr::new(*ip, addr.port()));
+            }
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
+fn interface_addresses() -> Result<Vec<IpAddr>> {
+    let mut ips: Vec<IpAddr> = rtc::shared::ifaces::ifaces()?
+        .into_iter()
+        .filter_map(|i| i.addr.map(|a| a.ip()))
+        .collect();
+    ips.sort();
+    ips.dedup();
+    Ok(ips)
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}

@@ -1,0 +1,121 @@
+//! The runtime seam: everything the driver needs from an async executor.
+//!
+//! A connection's driver is one future. It needs four things from the world: a way to run that
+//! future ([`Runtime::spawn`]), non-blocking UDP sockets ([`Runtime::wrap_udp_socket`]), one
+//! resettable timer ([`Runtime::new_timer`]) and the current time ([`Runtime::now`]). The driver
+//! takes time *only* from [`Runtime::now`], so a runtime with a virtual clock drives the whole
+//! protocol stack on virtual time.
+//!
+//! The traits are object-safe: a connection holds an `Arc<dyn Runtime>`, chosen per connection
+//! on the builder. Built-in implementations live behind `runtime-<name>` features; any type of
+//! yours that implements [`Runtime`] works the same way.
+//!
+//! # Example: a runtime of your own
+//!
+//! ```no_run
+//! use std::{future::Future, io, net::SocketAddr, pin::Pin, sync::Arc, task::{Context, Poll}, time::Instant};
+//! use webrtc_streams::runtime::{AsyncTimer, AsyncUdpSocket, Runtime};
+//!
+//! #[derive(Debug)]
+//! struct MyRuntime;
+//!
+//! impl Runtime for MyRuntime {
+//!     fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+//!         // hand the future to your executor
+//! #       let _ = future;
+//!     }
+//!     fn new_timer(&self, deadline: Instant) -> Pin<Box<dyn AsyncTimer>> {
+//!         // a timer that fires at `deadline` and can be reset
+//! #       unimplemented!()
+//!     }
+//!     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+//!         // register the (already non-blocking) socket with your reactor
+//! #       unimplemented!()
+//!     }
+//! }
+//! ```
+
+use std::{
+    fmt::Debug,
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+#[cfg(feature = "runtime-tokio")]
+mod tokio;
+#[cfg(feature = "runtime-tokio")]
+pub use self::tokio::TokioRuntime;
+
+/// An async executor, reactor and clock, as the connection driver sees them.
+pub trait Runtime: Send + Sync + Debug + 'static {
+    /// Runs `future` to completion in the background.
+    ///
+    /// The future must keep running when the value returned by the executor (if any) is dropped:
+    /// detach it.
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>);
+
+    /// Creates a timer that fires at `deadline`.
+    fn new_timer(&self, deadline: Instant) -> Pin<Box<dyn AsyncTimer>>;
+
+    /// Registers a bound, non-blocking std UDP socket with the runtime's reactor.
+    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>>;
+
+    /// The current time. The driver reads time from here and nowhere else.
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A timer that can be re-armed without being re-created.
+pub trait AsyncTimer: Send + Debug + 'static {
+    /// Re-arms the timer to fire at `deadline`.
+    fn reset(self: Pin<&mut Self>, deadline: Instant);
+
+    /// Completes once the deadline has passed; registers `cx`'s waker otherwise.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+/// A UDP socket registered with a reactor.
+pub trait AsyncUdpSocket: Send + Sync + Debug + 'static {
+    /// Receives one datagram into `buf`, returning its length and source address.
+    ///
+    /// Returns `Pending` (and registers `cx`'s waker) when nothing is ready.
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>>;
+
+    /// Sends one datagram to `target`.
+    ///
+    /// Returns `Pending` (and registers `cx`'s waker) while the send buffer is full.
+    fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> Poll<io::Result<usize>>;
+
+    /// The address the socket is bound to.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// The runtime a connection uses when the builder is given none: the first enabled built-in
+/// runtime that is usable from the calling context.
+pub(crate) fn default_runtime() -> crate::Result<Arc<dyn Runtime>> {
+    #[cfg(feature = "runtime-tokio")]
+    {
+        if let Some(rt) = TokioRuntime::try_current() {
+            return Ok(Arc::new(rt));
+        }
+    }
+    Err(crate::Error::NoRuntime(
+        "no runtime given to the builder and no built-in runtime is usable here \
+         (enable `runtime-tokio` and call from inside a Tokio runtime, or pass one with `.runtime(..)`)",
+    ))
+}
