@@ -487,7 +487,10 @@ impl DataChannel {
         }
         match self
             .conn
-            .request(|reply| crate::driver::Command::CloseChannel { id: self.dc.id, reply })
+            .request(|reply| crate::driver::Command::CloseChannel {
+                id: self.dc.id,
+                reply,
+            })
             .await
         {
             Err(Error::Closed) => Ok(()),

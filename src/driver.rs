@@ -37,9 +37,7 @@ use rtc::{
 };
 
 use crate::{
-    data_channel::{
-        DataChannelEvent, DataChannelMessage, DcParams, DcShared, Payload, lock,
-    },
+    data_channel::{DataChannelEvent, DataChannelMessage, DcParams, DcShared, Payload, lock},
     error::{CoreError, Error, Result},
     event::Raw,
     peer_connection::Shared,
@@ -55,6 +53,8 @@ const DATAGRAMS_PER_ROUND: usize = 64;
 /// Minimum spacing of timeouts handled for deadlines that are already in the past, so a core
 /// that keeps reporting an expired deadline cannot make the driver spin.
 const MIN_IMMEDIATE_TIMEOUT_INTERVAL: Duration = Duration::from_millis(1);
+/// DTLS records kept for replay while ICE is not connected yet.
+const EARLY_DTLS_MAX: usize = 16;
 /// Receive buffer size; larger than any datagram the stack sends.
 const RECV_BUFFER: usize = 2048;
 
@@ -125,6 +125,8 @@ struct Channel {
     announced: bool,
     /// Buffered amount at the last refresh, to detect the fall below the low threshold.
     last_buffered: usize,
+    /// Data was handed to the core since the last refresh.
+    sent: bool,
 }
 
 /// The driver future. Completes when the connection is closed.
@@ -147,6 +149,11 @@ pub(crate) struct Driver {
     parked: Option<(RTCDataChannelId, DataChannelMessage)>,
     early_candidates: Vec<RTCIceCandidateInit>,
     gathered: bool,
+    /// DTLS records that arrived before ICE selected a pair (the core drops those); replayed
+    /// once ICE connects instead of waiting a second for the peer's retransmission.
+    early_dtls: Vec<TaggedBytesMut>,
+    /// ICE has been connected at least once.
+    ice_connected: bool,
     /// Run `handle_timeout` once more in this round (the DTLS client's first flight waits
     /// for one after ICE connects).
     kick_timeout: bool,
@@ -179,6 +186,8 @@ impl Driver {
             parked: None,
             early_candidates: Vec::new(),
             gathered: false,
+            early_dtls: Vec::new(),
+            ice_connected: false,
             kick_timeout: false,
             finished: false,
         }
@@ -321,7 +330,10 @@ impl Driver {
             }
         }
         // The empty candidate ends gathering; the core reports `Complete`.
-        if let Err(e) = self.core.add_local_candidate(RTCIceCandidateInit::default()) {
+        if let Err(e) = self
+            .core
+            .add_local_candidate(RTCIceCandidateInit::default())
+        {
             warn!("end of candidates not accepted: {e}");
         }
     }
@@ -363,7 +375,8 @@ impl Driver {
             dc.stream_id.store(sid as usize, Ordering::Release);
         }
         if core_dc.ready_state() == RTCDataChannelState::Open {
-            dc.max_message_size.store(max_message_size, Ordering::Release);
+            dc.max_message_size
+                .store(max_message_size, Ordering::Release);
             dc.set_state(RTCDataChannelState::Open);
         }
         self.channels.insert(
@@ -372,6 +385,7 @@ impl Driver {
                 dc: dc.clone(),
                 announced,
                 last_buffered: 0,
+                sent: false,
             },
         );
         Some(dc)
@@ -386,8 +400,9 @@ impl Driver {
 
     fn send(&mut self, now: Instant, id: RTCDataChannelId, payload: Payload) {
         let len = payload.len();
-        if let Some(ch) = self.channels.get(&id) {
+        if let Some(ch) = self.channels.get_mut(&id) {
             ch.dc.pending.fetch_sub(len, Ordering::AcqRel);
+            ch.sent = true;
         }
         let Some(mut dc) = self.core.data_channel(id) else {
             debug!("send on unknown channel {id} dropped");
@@ -443,8 +458,18 @@ impl Driver {
                 self.publish(Raw::Signaling(s))
             }
             RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(s) => {
-                if s == RTCIceConnectionState::Connected {
+                let up = matches!(
+                    s,
+                    RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+                );
+                if up {
                     self.kick_timeout = true;
+                    if !self.ice_connected {
+                        self.ice_connected = true;
+                        for early in std::mem::take(&mut self.early_dtls) {
+                            let _ = self.core.handle_read(early);
+                        }
+                    }
                 }
                 self.publish(Raw::IceConnection(s))
             }
@@ -471,7 +496,10 @@ impl Driver {
                     Some(ch) => {
                         let announce = !ch.announced;
                         ch.announced = true;
-                        announce.then(|| ch.dc.clone()).map(Err).unwrap_or(Ok(ch.dc.clone()))
+                        announce
+                            .then(|| ch.dc.clone())
+                            .map(Err)
+                            .unwrap_or(Ok(ch.dc.clone()))
                     }
                     None => match self.register_channel(id, true) {
                         Some(dc) => Err(dc),
@@ -567,7 +595,10 @@ impl Driver {
                 },
             };
             let Some(sock) = self.socket_for(tx.transport.local_addr) else {
-                debug!("no socket for {}: datagram dropped", tx.transport.local_addr);
+                debug!(
+                    "no socket for {}: datagram dropped",
+                    tx.transport.local_addr
+                );
                 continue;
             };
             match sock.poll_send_to(cx, &tx.message, tx.transport.peer_addr) {
@@ -588,7 +619,11 @@ impl Driver {
         self.sockets
             .iter()
             .find(|s| s.addr == local)
-            .or_else(|| self.sockets.iter().find(|s| s.addr.is_ipv4() == local.is_ipv4()))
+            .or_else(|| {
+                self.sockets
+                    .iter()
+                    .find(|s| s.addr.is_ipv4() == local.is_ipv4())
+            })
             .map(|s| s.sock.clone())
     }
 
@@ -597,9 +632,10 @@ impl Driver {
     fn refresh_buffered(&mut self) {
         for (id, ch) in self.channels.iter_mut() {
             let pending = ch.dc.pending.load(Ordering::Acquire);
-            if ch.last_buffered == 0 && pending == 0 {
+            if ch.last_buffered == 0 && pending == 0 && !ch.sent {
                 continue;
             }
+            ch.sent = false;
             let outstanding = self
                 .core
                 .data_channel(*id)
@@ -627,17 +663,24 @@ impl Driver {
                 match self.sockets[i].sock.poll_recv_from(cx, &mut self.recv_buf) {
                     Poll::Ready(Ok((n, peer))) => {
                         any = true;
-                        let now = self.runtime.now();
-                        let _ = self.core.handle_read(TaggedBytesMut {
-                            now,
+                        let datagram = &self.recv_buf[..n];
+                        let packet = || TaggedBytesMut {
+                            now: self.runtime.now(),
                             transport: TransportContext {
                                 local_addr: local,
                                 peer_addr: peer,
                                 transport_protocol: TransportProtocol::UDP,
                                 ecn: None,
                             },
-                            message: BytesMut::from(&self.recv_buf[..n]),
-                        });
+                            message: BytesMut::from(datagram),
+                        };
+                        // RFC 7983: first byte 20..=63 is DTLS.
+                        let is_dtls = matches!(datagram.first(), Some(20..=63));
+                        if !self.ice_connected && is_dtls && self.early_dtls.len() < EARLY_DTLS_MAX
+                        {
+                            self.early_dtls.push(packet());
+                        }
+                        let _ = self.core.handle_read(packet());
                     }
                     Poll::Ready(Err(e)) => {
                         // e.g. ICMP port unreachable reported on the next receive

@@ -52,7 +52,9 @@ pub enum Error {
     #[error("invalid ICE candidate: {0}")]
     InvalidCandidate(#[source] CoreError),
     /// An ICE candidate names a media section that the remote description does not have.
-    #[error("ICE candidate names unknown media section (mid {mid:?}, m-line index {mline_index:?})")]
+    #[error(
+        "ICE candidate names unknown media section (mid {mid:?}, m-line index {mline_index:?})"
+    )]
     UnknownMediaSection {
         /// The `sdpMid` the candidate carried.
         mid: Option<String>,

@@ -7,7 +7,9 @@ use common::*;
 use futures::StreamExt;
 use webrtc_streams::{
     PeerConnectionEvent,
-    rtc::peer_connection::state::{RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState},
+    rtc::peer_connection::state::{
+        RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
+    },
 };
 
 #[tokio::test]
@@ -20,7 +22,10 @@ async fn channels_open_in_both_directions() {
 
     // A channel created by the answerer after the connection is up opens too.
     let mut incoming = a.data_channels();
-    let dc_b2 = b.create_data_channel("b-to-a", Default::default()).await.unwrap();
+    let dc_b2 = b
+        .create_data_channel("b-to-a", Default::default())
+        .await
+        .unwrap();
     let dc_a2 = within("b-to-a arrives", incoming.next()).await.unwrap();
     assert_eq!(dc_a2.label(), "b-to-a");
     within("open", dc_b2.opened()).await.unwrap();
@@ -47,7 +52,10 @@ async fn trickle_ice_with_event_stream() {
     let mut ev_a = a.events();
     let mut cand_a = a.ice_candidates();
     let mut cand_b = b.ice_candidates();
-    let _dc = a.create_data_channel("x", Default::default()).await.unwrap();
+    let _dc = a
+        .create_data_channel("x", Default::default())
+        .await
+        .unwrap();
     let offer = a.create_offer().await.unwrap();
     a.set_local_description(offer.clone()).await.unwrap();
     b.set_remote_description(offer).await.unwrap();
@@ -70,25 +78,42 @@ async fn trickle_ice_with_event_stream() {
         seen.push(ev);
     }
     let pos = |f: &dyn Fn(&PeerConnectionEvent) -> bool| {
-        seen.iter().position(|e| f(e)).unwrap_or_else(|| panic!("missing event in {seen:?}"))
+        seen.iter()
+            .position(|e| f(e))
+            .unwrap_or_else(|| panic!("missing event in {seen:?}"))
     };
     let negotiation = pos(&|e| matches!(e, PeerConnectionEvent::NegotiationNeeded));
     let have_offer = pos(&|e| {
-        matches!(e, PeerConnectionEvent::SignalingStateChange(RTCSignalingState::HaveLocalOffer))
+        matches!(
+            e,
+            PeerConnectionEvent::SignalingStateChange(RTCSignalingState::HaveLocalOffer)
+        )
     });
     let gathering = pos(&|e| {
-        matches!(e, PeerConnectionEvent::IceGatheringStateChange(RTCIceGatheringState::Gathering))
+        matches!(
+            e,
+            PeerConnectionEvent::IceGatheringStateChange(RTCIceGatheringState::Gathering)
+        )
     });
     let candidate = pos(&|e| matches!(e, PeerConnectionEvent::IceCandidate(Some(_))));
     let end = pos(&|e| matches!(e, PeerConnectionEvent::IceCandidate(None)));
     let complete = pos(&|e| {
-        matches!(e, PeerConnectionEvent::IceGatheringStateChange(RTCIceGatheringState::Complete))
+        matches!(
+            e,
+            PeerConnectionEvent::IceGatheringStateChange(RTCIceGatheringState::Complete)
+        )
     });
     let connected = pos(&|e| {
-        matches!(e, PeerConnectionEvent::ConnectionStateChange(RTCPeerConnectionState::Connected))
+        matches!(
+            e,
+            PeerConnectionEvent::ConnectionStateChange(RTCPeerConnectionState::Connected)
+        )
     });
     let closed = pos(&|e| {
-        matches!(e, PeerConnectionEvent::ConnectionStateChange(RTCPeerConnectionState::Closed))
+        matches!(
+            e,
+            PeerConnectionEvent::ConnectionStateChange(RTCPeerConnectionState::Closed)
+        )
     });
     assert!(negotiation < have_offer && have_offer < gathering && gathering < candidate);
     assert!(candidate < end && end < complete && complete < connected && connected < closed);

@@ -5,8 +5,7 @@ use std::{future::Future, time::Duration};
 
 use futures::StreamExt;
 use webrtc_streams::{
-    DataChannel, PeerConnection,
-    rtc::peer_connection::state::RTCPeerConnectionState,
+    DataChannel, PeerConnection, rtc::peer_connection::state::RTCPeerConnectionState,
 };
 
 /// Generous bound for anything that should take well under a second on loopback.
@@ -36,15 +35,27 @@ pub async fn loopback_peer() -> PeerConnection {
 /// Offer/answer without trickle: each side waits for gathering and sends its full description.
 pub async fn negotiate(offerer: &PeerConnection, answerer: &PeerConnection) {
     let offer = offerer.create_offer().await.expect("offer");
-    offerer.set_local_description(offer).await.expect("sld offer");
+    offerer
+        .set_local_description(offer)
+        .await
+        .expect("sld offer");
     offerer.gathering_complete().await;
     let offer = offerer.local_description().await.expect("local offer");
-    answerer.set_remote_description(offer).await.expect("srd offer");
+    answerer
+        .set_remote_description(offer)
+        .await
+        .expect("srd offer");
     let answer = answerer.create_answer().await.expect("answer");
-    answerer.set_local_description(answer).await.expect("sld answer");
+    answerer
+        .set_local_description(answer)
+        .await
+        .expect("sld answer");
     answerer.gathering_complete().await;
     let answer = answerer.local_description().await.expect("local answer");
-    offerer.set_remote_description(answer).await.expect("srd answer");
+    offerer
+        .set_remote_description(answer)
+        .await
+        .expect("srd answer");
 }
 
 /// Waits until `pc` reports `Connected`.
