@@ -336,6 +336,12 @@ impl DataChannel {
         self.dc.buffered_amount()
     }
 
+    /// Bytes received and waiting in this channel's inbox for [`messages`](Self::messages)
+    /// to read. Bounded by the inbox capacity plus one message.
+    pub fn received_amount(&self) -> usize {
+        lock(&self.dc.inbox).bytes
+    }
+
     /// The level at or below which [`DataChannelEvent::BufferedAmountLow`] fires (default 0).
     pub fn buffered_amount_low_threshold(&self) -> usize {
         self.dc.low_threshold.load(Ordering::Acquire)
