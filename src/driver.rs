@@ -125,8 +125,8 @@ struct Channel {
     announced: bool,
     /// Buffered amount at the last refresh, to detect the fall below the low threshold.
     last_buffered: usize,
-    /// Data was handed to the core since the last refresh.
-    sent: bool,
+    /// Listed in `Driver::busy`.
+    busy: bool,
 }
 
 /// The driver future. Completes when the connection is closed.
@@ -145,6 +145,13 @@ pub(crate) struct Driver {
     /// A datagram the socket could not take yet.
     blocked_tx: Option<TaggedBytesMut>,
     channels: HashMap<RTCDataChannelId, Channel>,
+    /// Channels closing locally, waiting for their sent data to be delivered.
+    closing: Vec<RTCDataChannelId>,
+    /// Channels the core reported closed, waiting for their received messages to be read
+    /// from the core.
+    closed: Vec<RTCDataChannelId>,
+    /// Channels with data in flight, whose buffered amount the driver keeps current.
+    busy: Vec<RTCDataChannelId>,
     /// A message whose channel inbox is full; nothing more is read until it is delivered.
     parked: Option<(RTCDataChannelId, DataChannelMessage)>,
     early_candidates: Vec<RTCIceCandidateInit>,
@@ -183,6 +190,9 @@ impl Driver {
             recv_buf: vec![0; RECV_BUFFER],
             blocked_tx: None,
             channels: HashMap::new(),
+            busy: Vec::new(),
+            closing: Vec::new(),
+            closed: Vec::new(),
             parked: None,
             early_candidates: Vec::new(),
             gathered: false,
@@ -282,14 +292,15 @@ impl Driver {
             }
             Command::Send { id, payload } => self.send(now, id, payload),
             Command::CloseChannel { id, reply } => {
-                let r = match self.core.data_channel(id) {
-                    Some(mut dc) => dc.close().map_err(invalid_op),
-                    None => Ok(()), // already gone
-                };
+                // The core resets the stream at once, ahead of messages still queued; so the
+                // reset waits until everything sent before the close has been delivered.
                 if let Some(ch) = self.channels.get(&id) {
                     ch.dc.set_state(RTCDataChannelState::Closing);
+                    if !self.closing.contains(&id) {
+                        self.closing.push(id);
+                    }
                 }
-                let _ = reply.send(r);
+                let _ = reply.send(Ok(()));
             }
             Command::Close { reply } => {
                 self.shutdown(cx);
@@ -385,7 +396,7 @@ impl Driver {
                 dc: dc.clone(),
                 announced,
                 last_buffered: 0,
-                sent: false,
+                busy: false,
             },
         );
         Some(dc)
@@ -402,7 +413,10 @@ impl Driver {
         let len = payload.len();
         if let Some(ch) = self.channels.get_mut(&id) {
             ch.dc.pending.fetch_sub(len, Ordering::AcqRel);
-            ch.sent = true;
+            if !ch.busy {
+                ch.busy = true;
+                self.busy.push(id);
+            }
         }
         let Some(mut dc) = self.core.data_channel(id) else {
             debug!("send on unknown channel {id} dropped");
@@ -432,7 +446,35 @@ impl Driver {
             any |= self.drain_events();
         }
         any |= self.drain_reads();
+        if self.parked.is_none() {
+            for id in std::mem::take(&mut self.closed) {
+                if let Some(ch) = self.channels.remove(&id) {
+                    ch.dc.set_state(RTCDataChannelState::Closed);
+                }
+                self.closing.retain(|c| *c != id);
+            }
+        }
         any
+    }
+
+    /// Starts the stream reset of closing channels whose sent data has all been delivered.
+    fn close_drained_channels(&mut self) {
+        let (core, channels) = (&mut self.core, &self.channels);
+        self.closing.retain(|id| {
+            let Some(ch) = channels.get(id) else {
+                return false;
+            };
+            let Some(mut dc) = core.data_channel(*id) else {
+                return false;
+            };
+            if ch.dc.pending.load(Ordering::Acquire) > 0 || dc.outstanding_bytes() > 0 {
+                return true;
+            }
+            if let Err(e) = dc.close() {
+                debug!("close of channel {id}: {e}");
+            }
+            false
+        });
     }
 
     fn drain_events(&mut self) -> bool {
@@ -521,8 +563,10 @@ impl Driver {
                 }
             }
             RTCDataChannelEvent::OnClose(id) => {
-                if let Some(ch) = self.channels.remove(&id) {
-                    ch.dc.set_state(RTCDataChannelState::Closed);
+                // Messages received before the close may still sit in the core's read queue:
+                // the channel closes once they are delivered.
+                if self.channels.contains_key(&id) && !self.closed.contains(&id) {
+                    self.closed.push(id);
                 }
             }
             other => trace!("channel event ignored: {other:?}"),
@@ -559,7 +603,14 @@ impl Driver {
 
     /// Returns false if the message had to be parked.
     fn deliver(&mut self, id: RTCDataChannelId, msg: DataChannelMessage) -> bool {
-        if !self.channels.contains_key(&id) && self.register_channel(id, true).is_some() {
+        let open_in_core = |core: &mut RTCPeerConnection| {
+            core.data_channel(id)
+                .is_some_and(|d| d.ready_state() == RTCDataChannelState::Open)
+        };
+        if !self.channels.contains_key(&id)
+            && open_in_core(&mut self.core)
+            && self.register_channel(id, true).is_some()
+        {
             // A message overtook the channel's open event: announce the channel now.
             if let Some(ch) = self.channels.get(&id) {
                 self.publish(Raw::DataChannel(ch.dc.clone()));
@@ -630,16 +681,13 @@ impl Driver {
     /// Updates each channel's buffered amount from the core, wakes blocked senders and
     /// reports the fall below the low threshold.
     fn refresh_buffered(&mut self) {
-        for (id, ch) in self.channels.iter_mut() {
+        let (core, channels) = (&mut self.core, &mut self.channels);
+        self.busy.retain(|id| {
+            let Some(ch) = channels.get_mut(id) else {
+                return false;
+            };
             let pending = ch.dc.pending.load(Ordering::Acquire);
-            if ch.last_buffered == 0 && pending == 0 && !ch.sent {
-                continue;
-            }
-            ch.sent = false;
-            let outstanding = self
-                .core
-                .data_channel(*id)
-                .map_or(0, |d| d.outstanding_bytes());
+            let outstanding = core.data_channel(*id).map_or(0, |d| d.outstanding_bytes());
             ch.dc.outstanding.store(outstanding, Ordering::Release);
             let buffered = pending + outstanding;
             if buffered < ch.last_buffered {
@@ -650,7 +698,9 @@ impl Driver {
                 ch.dc.writable.notify(usize::MAX);
             }
             ch.last_buffered = buffered;
-        }
+            ch.busy = buffered > 0;
+            ch.busy
+        });
     }
 
     // ---- input ------------------------------------------------------------------------------
@@ -747,6 +797,8 @@ impl Driver {
         // Best effort: the close_notify and SCTP ABORT go out now or not at all.
         self.blocked_tx = None;
         self.drain_writes(cx);
+        // Release the ports now: `close()` returns after this.
+        self.sockets.clear();
         let mut hub = lock(&self.shared.hub);
         hub.publish(Raw::Signaling(RTCSignalingState::Closed));
         hub.publish(Raw::IceConnection(RTCIceConnectionState::Closed));
@@ -786,6 +838,9 @@ impl Future for Driver {
             progress |= this.drain_core();
             progress |= this.drain_writes(cx);
             this.refresh_buffered();
+            if !this.closing.is_empty() {
+                this.close_drained_channels();
+            }
             if !progress {
                 if this.arm_timer(cx, now) {
                     continue;

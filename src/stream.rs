@@ -1,7 +1,7 @@
 //! Multicast event streams.
 //!
-//! Every event source of a connection is a [`Multicast`]: a bounded broadcast queue in overflow
-//! mode. Publishing never waits: when a subscriber falls behind by more than the queue's
+//! Every event source of a connection is a multicast queue: bounded, in overflow mode.
+//! Publishing never waits: when a subscriber falls behind by more than the queue's
 //! capacity, its oldest unread events are dropped *for that subscriber only*, and its
 //! [`EventStream`] counts them ([`EventStream::missed`]). The driver and the other subscribers
 //! never notice a slow one.

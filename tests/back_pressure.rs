@@ -41,7 +41,10 @@ async fn paused_reader_bounds_memory_and_loses_nothing() {
     let a = peer().await;
     let b = peer().await;
     let mut incoming = b.data_channels();
-    let tx = a.create_data_channel("bulk", Default::default()).await.unwrap();
+    let tx = a
+        .create_data_channel("bulk", Default::default())
+        .await
+        .unwrap();
     negotiate(&a, &b).await;
     let rx = within("remote channel", incoming.next()).await.unwrap();
     within("open", tx.opened()).await.unwrap();
@@ -99,8 +102,16 @@ async fn paused_reader_bounds_memory_and_loses_nothing() {
         "{} bytes in flight while the reader paused (bound {bound})",
         stalled_at - received
     );
-    assert!(rx.received_amount() <= INBOX + MESSAGE, "inbox {}", rx.received_amount());
-    assert!(tx.buffered_amount() <= HIGH_WATER + MESSAGE, "send buffer {}", tx.buffered_amount());
+    assert!(
+        rx.received_amount() <= INBOX + MESSAGE,
+        "inbox {}",
+        rx.received_amount()
+    );
+    assert!(
+        tx.buffered_amount() <= HIGH_WATER + MESSAGE,
+        "send buffer {}",
+        tx.buffered_amount()
+    );
 
     // Resume: everything arrives, in order and intact.
     within("the rest", async {

@@ -15,7 +15,8 @@ use webrtc_streams::{
     rtc::{
         data_channel::RTCDataChannelState,
         peer_connection::{
-            sdp::RTCSessionDescription, state::RTCPeerConnectionState,
+            sdp::RTCSessionDescription,
+            state::{RTCPeerConnectionState, RTCSignalingState},
             transport::RTCIceCandidateInit,
         },
     },
@@ -122,6 +123,23 @@ async fn malformed_sdp_is_rejected_and_connection_still_negotiates() {
     within("open b", dc_b.opened()).await.unwrap();
     both_ways(&dc_a, &dc_b).await;
 
+    // Garbage while connected (a broken renegotiation) is rejected the same way and disturbs
+    // nothing.
+    for (pc, sdp_type) in [(&a, "offer"), (&b, "offer"), (&a, "answer")] {
+        let r = within(
+            "garbage",
+            pc.set_remote_description(garbage_description(sdp_type)),
+        )
+        .await;
+        assert!(
+            matches!(r, Err(Error::InvalidSessionDescription(_))),
+            "garbage {sdp_type} while connected: {r:?}"
+        );
+        assert_eq!(pc.signaling_state(), RTCSignalingState::Stable);
+    }
+    assert_eq!(a.connection_state(), RTCPeerConnectionState::Connected);
+    both_ways(&dc_a, &dc_b).await;
+
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
@@ -202,7 +220,8 @@ async fn bad_candidates_are_rejected_and_connection_keeps_working() {
 #[tokio::test]
 async fn send_on_closed_channel_or_connection_fails_cleanly() {
     init_log();
-    let (a, b, dc_a, dc_b) = pair_with_channel("first", Default::default()).await;
+    // The remote end of the closed channel is covered in close_drop.rs.
+    let (a, b, dc_a, _dc_b) = pair_with_channel("first", Default::default()).await;
     let mut incoming = b.data_channels();
     let other_a = a
         .create_data_channel("second", Default::default())
@@ -228,7 +247,6 @@ async fn send_on_closed_channel_or_connection_fails_cleanly() {
     within("close first again", dc_a.close()).await.unwrap();
 
     both_ways(&other_a, &other_b).await;
-    let _ = dc_b; // the remote end of the closed channel is covered in close_drop.rs
 
     within("close pc", a.close()).await.unwrap();
     for dc in [&other_a, &dc_a] {

@@ -14,18 +14,34 @@ async fn unordered_unreliable_options_are_negotiated() {
     let b = loopback_peer().await;
     let mut incoming = b.data_channels();
     let specs = [
-        ("unordered", RTCDataChannelInit { ordered: false, ..Default::default() }),
+        (
+            "unordered",
+            RTCDataChannelInit {
+                ordered: false,
+                ..Default::default()
+            },
+        ),
         (
             "retransmits",
-            RTCDataChannelInit { ordered: false, max_retransmits: Some(0), ..Default::default() },
+            RTCDataChannelInit {
+                ordered: false,
+                max_retransmits: Some(0),
+                ..Default::default()
+            },
         ),
         (
             "lifetime",
-            RTCDataChannelInit { max_packet_life_time: Some(150), ..Default::default() },
+            RTCDataChannelInit {
+                max_packet_life_time: Some(150),
+                ..Default::default()
+            },
         ),
         (
             "proto",
-            RTCDataChannelInit { protocol: "chat.v2".to_owned(), ..Default::default() },
+            RTCDataChannelInit {
+                protocol: "chat.v2".to_owned(),
+                ..Default::default()
+            },
         ),
     ];
     let mut local = Vec::new();
@@ -77,6 +93,8 @@ async fn both_reliability_limits_is_an_error() {
     let err = a.create_data_channel("bad", init).await.unwrap_err();
     assert!(matches!(err, Error::InvalidOperation(_)), "{err:?}");
     // The connection is still usable.
-    a.create_data_channel("good", Default::default()).await.unwrap();
+    a.create_data_channel("good", Default::default())
+        .await
+        .unwrap();
     a.close().await.unwrap();
 }

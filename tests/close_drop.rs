@@ -223,6 +223,47 @@ async fn channel_close_reaches_the_remote_end() {
     b.close().await.unwrap();
 }
 
+/// Messages sent before `DataChannel::close()` reach the remote end, in order, before its
+/// message stream ends (W3C closing procedure: finish sending pending messages first).
+#[tokio::test]
+async fn messages_sent_before_channel_close_are_delivered() {
+    init_log();
+    let (a, b, dc_a, dc_b) = pair_with_channel("x", Default::default()).await;
+    let msgs_b = dc_b.messages();
+    for i in 0..100u32 {
+        within("send", dc_a.send(Bytes::from(i.to_be_bytes().to_vec())))
+            .await
+            .unwrap();
+    }
+    within("close", dc_a.close()).await.unwrap();
+    let got: Vec<u32> = within(
+        "remote messages end",
+        msgs_b
+            .map(|m| u32::from_be_bytes(m.data[..].try_into().unwrap()))
+            .collect(),
+    )
+    .await;
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+/// When `close()` returns, the driver has stopped and its port can be bound again at once
+/// (as documented), also on a multi-threaded runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_returns_after_the_port_is_released() {
+    init_log();
+    for i in 0..200 {
+        let addr = free_addr();
+        let pc = peer_at(addr).await;
+        within("close", pc.close()).await.unwrap();
+        assert!(
+            !in_use(addr),
+            "round {i}: port still bound after close() returned"
+        );
+    }
+}
+
 /// Dropping the last handles (connection and channel) stops the driver: its event stream
 /// ends and its UDP port is released.
 #[tokio::test]

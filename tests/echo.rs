@@ -9,8 +9,9 @@ use futures::StreamExt;
 const COUNT: u32 = 10_000;
 
 fn checksum(data: &[u8]) -> u32 {
-    data.iter()
-        .fold(0x811c_9dc5u32, |h, &b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+    data.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// Message `i`: sequence number, body of a varying size, checksum of the body.

@@ -79,7 +79,7 @@ async fn trickle_ice_with_event_stream() {
     }
     let pos = |f: &dyn Fn(&PeerConnectionEvent) -> bool| {
         seen.iter()
-            .position(|e| f(e))
+            .position(f)
             .unwrap_or_else(|| panic!("missing event in {seen:?}"))
     };
     let negotiation = pos(&|e| matches!(e, PeerConnectionEvent::NegotiationNeeded));
