@@ -1,4 +1,106 @@
-//! webrtc-streams (docs to come)
+//! # webrtc-streams
+//!
+//! Async, runtime-agnostic, **stream-first** WebRTC for Rust, built over the sans-I/O protocol
+//! core [`rtc`].
+//!
+//! ## WebRTC in three paragraphs
+//!
+//! Two peers that want to talk directly first exchange *session descriptions* (SDP) through a
+//! channel of your choosing (HTTP, WebSocket, copy and paste): one creates an **offer**, the
+//! other replies with an **answer**. The descriptions say what the peers want to exchange
+//! (data channels, audio, video) and carry their cryptographic fingerprints.
+//!
+//! Each peer also announces **ICE candidates**, addresses where it might be reachable. ICE
+//! tries the candidate pairs and settles on one that works; DTLS then secures the path, and
+//! SCTP over DTLS carries **data channels**: message-oriented, reliable or not, ordered or not.
+//!
+//! This crate does the networking: it binds UDP sockets, gathers candidates, runs the timers
+//! and moves packets between the sockets and the protocol core. You do the signaling.
+//!
+//! ## Everything is a stream
+//!
+//! A [`PeerConnection`] is a cheap, cloneable handle. Every event of the connection is a
+//! [`Stream`](futures::Stream): [`PeerConnection::events`] yields them all in order as
+//! [`PeerConnectionEvent`]s, and typed views ([`PeerConnection::ice_candidates`],
+//! [`PeerConnection::connection_states`], [`PeerConnection::data_channels`], ...) yield one
+//! kind each. Any number of subscribers may listen; each sees every event from the moment it
+//! subscribed; state streams start with the current state. A subscriber that stops reading
+//! slows nobody down: it misses the oldest events and is told how many
+//! ([`EventStream::missed`], [`PeerConnectionEvent::Lagged`]).
+//!
+//! Payloads that must not be lost are not multicast: each [`DataChannel`] has its own bounded
+//! inbox, read with [`DataChannel::messages`]. A reader that stops reading slows the remote
+//! sender down through SCTP flow control; nothing is dropped. On the sending side,
+//! [`DataChannel::send`] waits while the channel's send buffer is above its high-water mark.
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use futures::StreamExt;
+//! use webrtc_streams::{PeerConnection, PeerConnectionEvent};
+//!
+//! # async fn run() -> webrtc_streams::Result<()> {
+//! let pc = PeerConnection::builder().build().await?; // Tokio runtime by default
+//! let mut events = pc.events();
+//! let dc = pc.create_data_channel("chat", Default::default()).await?;
+//! let offer = pc.create_offer().await?;
+//! pc.set_local_description(offer).await?;
+//! // ... send the offer to the remote peer; apply its answer and candidates:
+//! # let answer = todo!();
+//! pc.set_remote_description(answer).await?;
+//!
+//! tokio::spawn(async move {
+//!     while let Some(ev) = events.next().await {
+//!         match ev {
+//!             PeerConnectionEvent::IceCandidate(Some(c)) => { /* signal it */ }
+//!             PeerConnectionEvent::ConnectionStateChange(s) => println!("connection {s}"),
+//!             _ => {}
+//!         }
+//!     }
+//! });
+//!
+//! dc.send(Bytes::from_static(b"hi")).await?; // waits until open, and while the buffer is full
+//! let mut msgs = dc.messages();
+//! while let Some(m) = msgs.next().await {
+//!     println!("got {} bytes", m.data.len());
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Without trickle ICE, wait for [`PeerConnection::gathering_complete`] after
+//! `set_local_description` and send [`PeerConnection::local_description`], which then holds
+//! every local candidate.
+//!
+//! ## The driver and time
+//!
+//! Each connection has one background task, the *driver*, which exclusively owns the `rtc`
+//! core, the connection's UDP sockets and its timer. Handle methods are commands sent to it;
+//! there is no lock around the protocol state. The driver follows the sans-I/O rule: after
+//! every input (datagram, timeout, command) it drains every output of the core before taking
+//! the next input, and re-arms its timer from the core's next deadline. It reads the time only
+//! from [`Runtime::now`](runtime::Runtime::now), so a runtime with a virtual clock drives the
+//! whole stack on virtual time. Work per wake-up is bounded, so one busy connection cannot
+//! starve other tasks.
+//!
+//! Dropping the last handle (every [`PeerConnection`] clone and every [`DataChannel`]) closes
+//! the connection and stops the driver, releasing its sockets; [`PeerConnection::close`] does
+//! the same explicitly and ends every stream.
+//!
+//! ## Runtimes and features
+//!
+//! | feature | runtime |
+//! |---|---|
+//! | `runtime-tokio` (default) | [`runtime::TokioRuntime`] |
+//!
+//! The runtime is chosen per connection ([`PeerConnectionBuilder::runtime`]); any type that
+//! implements [`runtime::Runtime`] works.
+//!
+//! ## Errors and panics
+//!
+//! Every fallible call returns [`Error`]. Bad input from the application (a malformed
+//! description, a candidate for an unknown media section, a send on a closed channel) fails
+//! that call and changes nothing else. Input from the network never panics and never stops the
+//! driver: malformed packets are dropped by the protocol core. The crate does not `unwrap`
+//! anything that comes from the network.
 #![warn(missing_docs)]
 
 pub mod data_channel;
