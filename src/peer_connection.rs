@@ -437,9 +437,13 @@ impl PeerConnectionBuilder {
             self.bind
         };
         let mut sockets = Vec::new();
-        for addr in expand_bind_addresses(&bind, self.include_loopback)? {
-            let std_socket = bind_udp(addr)?;
-            let sock = runtime.wrap_udp_socket(std_socket)?;
+        let addrs = if runtime.uses_os_network() {
+            expand_bind_addresses(&bind, self.include_loopback)?
+        } else {
+            bind
+        };
+        for addr in addrs {
+            let sock = runtime.bind_udp(addr)?;
             let addr = sock.local_addr()?;
             sockets.push(Socket { sock, addr });
         }
@@ -481,25 +485,6 @@ impl PeerConnectionBuilder {
             }),
         })
     }
-}
-
-/// Socket buffer size asked of the kernel (which caps it at `net.core.rmem_max` /
-/// `wmem_max`). The default of ~200 KiB overflows under a burst of SCTP packets, and every loss
-/// costs a retransmission round.
-const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
-
-fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    // Best effort: a smaller buffer still works, only with more loss under load.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-    socket.bind(&addr.into())?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
 }
 
 /// Turns the configured bind addresses into concrete ones: unspecified addresses expand to the

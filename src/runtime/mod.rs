@@ -51,6 +51,28 @@ mod tokio;
 #[cfg(feature = "runtime-tokio")]
 pub use self::tokio::TokioRuntime;
 
+#[cfg(any(
+    feature = "runtime-smol",
+    feature = "runtime-async-std",
+    feature = "runtime-embassy"
+))]
+mod async_io;
+
+#[cfg(feature = "runtime-smol")]
+mod smol;
+#[cfg(feature = "runtime-smol")]
+pub use self::smol::SmolRuntime;
+
+#[cfg(feature = "runtime-async-std")]
+mod async_std;
+#[cfg(feature = "runtime-async-std")]
+pub use self::async_std::AsyncStdRuntime;
+
+#[cfg(feature = "runtime-embassy")]
+pub mod embassy;
+#[cfg(feature = "runtime-embassy")]
+pub use self::embassy::EmbassyRuntime;
+
 /// An async executor, reactor and clock, as the connection driver sees them.
 pub trait Runtime: Send + Sync + Debug + 'static {
     /// Runs `future` to completion in the background.
@@ -64,6 +86,21 @@ pub trait Runtime: Send + Sync + Debug + 'static {
 
     /// Registers a bound, non-blocking std UDP socket with the runtime's reactor.
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>>;
+
+    /// Binds a UDP socket on `addr` (a concrete address, never a wildcard) for a connection.
+    ///
+    /// The default binds an OS socket with [`bind_std_udp`] and hands it to
+    /// [`wrap_udp_socket`](Self::wrap_udp_socket). A simulated runtime overrides this to
+    /// create sockets on its simulated network.
+    fn bind_udp(&self, addr: SocketAddr) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        self.wrap_udp_socket(bind_std_udp(addr)?)
+    }
+
+    /// Whether this runtime's sockets are OS sockets, so that an unspecified bind address can
+    /// expand to the machine's interface addresses. A simulated runtime returns `false`.
+    fn uses_os_network(&self) -> bool {
+        true
+    }
 
     /// The current time. The driver reads time from here and nowhere else.
     fn now(&self) -> Instant {
@@ -105,6 +142,27 @@ pub trait AsyncUdpSocket: Send + Sync + Debug + 'static {
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
+/// Socket buffer size asked of the kernel (which caps it at `net.core.rmem_max` /
+/// `wmem_max`). The default of ~200 KiB overflows under a burst of SCTP packets, and every loss
+/// costs a retransmission round.
+const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Binds a non-blocking OS UDP socket on `addr`, with large kernel buffers (best effort) and,
+/// for IPv6, `IPV6_V6ONLY`.
+pub fn bind_std_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Best effort: a smaller buffer still works, only with more loss under load.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 /// The runtime a connection uses when the builder is given none: the first enabled built-in
 /// runtime that is usable from the calling context.
 pub(crate) fn default_runtime() -> crate::Result<Arc<dyn Runtime>> {
@@ -114,6 +172,16 @@ pub(crate) fn default_runtime() -> crate::Result<Arc<dyn Runtime>> {
             return Ok(Arc::new(rt));
         }
     }
+    // smol and async-std work from any context: their executors and reactor are global.
+    #[cfg(feature = "runtime-smol")]
+    {
+        return Ok(Arc::new(SmolRuntime));
+    }
+    #[cfg(all(feature = "runtime-async-std", not(feature = "runtime-smol")))]
+    {
+        return Ok(Arc::new(AsyncStdRuntime));
+    }
+    #[allow(unreachable_code)]
     Err(crate::Error::NoRuntime(
         "no runtime given to the builder and no built-in runtime is usable here \
          (enable `runtime-tokio` and call from inside a Tokio runtime, or pass one with `.runtime(..)`)",

@@ -1,0 +1,84 @@
+//! Sockets and timers on `async-io`, shared by the smol, async-std and embassy runtimes.
+
+use std::{
+    future::Future,
+    io,
+    net::{SocketAddr, UdpSocket},
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use async_io::{Async, Timer};
+
+use super::{AsyncTimer, AsyncUdpSocket};
+
+/// A resettable `async-io` timer.
+#[derive(Debug)]
+pub(crate) struct AsyncIoTimer(Timer);
+
+impl AsyncIoTimer {
+    pub(crate) fn new(deadline: Instant) -> Self {
+        Self(Timer::at(deadline))
+    }
+}
+
+impl AsyncTimer for AsyncIoTimer {
+    fn reset(self: Pin<&mut Self>, deadline: Instant) {
+        self.get_mut().0.set_at(deadline);
+    }
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.get_mut().0).poll(cx).map(|_| ())
+    }
+}
+
+/// A UDP socket registered with the `async-io` reactor.
+#[derive(Debug)]
+pub(crate) struct AsyncIoUdpSocket(Async<UdpSocket>);
+
+impl AsyncIoUdpSocket {
+    pub(crate) fn new(socket: UdpSocket) -> io::Result<Self> {
+        Ok(Self(Async::new(socket)?))
+    }
+}
+
+impl AsyncUdpSocket for AsyncIoUdpSocket {
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        loop {
+            match self.0.get_ref().recv_from(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r),
+            }
+            // Readiness may be stale; retry until the reactor says not ready.
+            if let Err(e) = std::task::ready!(self.0.poll_readable(cx)) {
+                return Poll::Ready(Err(e));
+            }
+        }
+    }
+
+    fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match self.0.get_ref().send_to(buf, target) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r),
+            }
+            if let Err(e) = std::task::ready!(self.0.poll_writable(cx)) {
+                return Poll::Ready(Err(e));
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
+}
