@@ -64,23 +64,23 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 /// What handles ask of the driver.
 pub(crate) enum Command {
     CreateOffer {
-        options: Option<RTCOfferOptions>,
+        options: Option<Box<RTCOfferOptions>>,
         reply: Reply<RTCSessionDescription>,
     },
     CreateAnswer {
-        options: Option<RTCAnswerOptions>,
+        options: Option<Box<RTCAnswerOptions>>,
         reply: Reply<RTCSessionDescription>,
     },
     SetLocalDescription {
-        desc: RTCSessionDescription,
+        desc: Box<RTCSessionDescription>,
         reply: Reply<()>,
     },
     SetRemoteDescription {
-        desc: RTCSessionDescription,
+        desc: Box<RTCSessionDescription>,
         reply: Reply<()>,
     },
     AddIceCandidate {
-        candidate: RTCIceCandidateInit,
+        candidate: Box<RTCIceCandidateInit>,
         reply: Reply<()>,
     },
     LocalDescription {
@@ -91,7 +91,7 @@ pub(crate) enum Command {
     },
     CreateDataChannel {
         label: String,
-        init: RTCDataChannelInit,
+        init: Box<RTCDataChannelInit>,
         reply: Reply<Arc<DcShared>>,
     },
     Send {
@@ -237,17 +237,23 @@ impl Driver {
         let now = self.runtime.now();
         match cmd {
             Command::CreateOffer { options, reply } => {
-                let r = self.core.create_offer(options).map_err(invalid_op);
+                let r = self
+                    .core
+                    .create_offer(options.map(|o| *o))
+                    .map_err(invalid_op);
                 let _ = reply.send(r);
             }
             Command::CreateAnswer { options, reply } => {
-                let r = self.core.create_answer(options).map_err(invalid_op);
+                let r = self
+                    .core
+                    .create_answer(options.map(|o| *o))
+                    .map_err(invalid_op);
                 let _ = reply.send(r);
             }
             Command::SetLocalDescription { desc, reply } => {
                 let r = self
                     .core
-                    .set_local_description(now, desc)
+                    .set_local_description(now, *desc)
                     .map_err(|e| Error::InvalidSessionDescription(e.into()));
                 let ok = r.is_ok();
                 let _ = reply.send(r);
@@ -259,7 +265,7 @@ impl Driver {
             Command::SetRemoteDescription { desc, reply } => {
                 let r = self
                     .core
-                    .set_remote_description(now, desc)
+                    .set_remote_description(now, *desc)
                     .map_err(|e| Error::InvalidSessionDescription(e.into()));
                 let ok = r.is_ok();
                 let _ = reply.send(r);
@@ -272,6 +278,7 @@ impl Driver {
                 }
             }
             Command::AddIceCandidate { candidate, reply } => {
+                let candidate = *candidate;
                 let r = if self.core.remote_description().is_none() {
                     self.early_candidates.push(candidate);
                     Ok(())
@@ -287,7 +294,7 @@ impl Driver {
                 let _ = reply.send(Ok(self.core.remote_description().cloned()));
             }
             Command::CreateDataChannel { label, init, reply } => {
-                let r = self.create_data_channel(&label, init);
+                let r = self.create_data_channel(&label, *init);
                 let _ = reply.send(r);
             }
             Command::Send { id, payload } => self.send(now, id, payload),
@@ -360,6 +367,7 @@ impl Driver {
             .map_err(invalid_op)?
             .id();
         let dc = self.register_channel(id, true).ok_or(Error::Closed)?;
+        lock(&self.shared.hub).announce_local_channel(&dc);
         Ok(dc)
     }
 
@@ -884,4 +892,13 @@ fn check_media_section(c: &RTCIceCandidateInit, remote: &RTCSessionDescription) 
         return Err(unknown());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every slot of the bounded command queue is allocated up front: keep commands small.
+    #[test]
+    fn commands_are_small() {
+        assert!(std::mem::size_of::<super::Command>() <= 64);
+    }
 }

@@ -11,6 +11,7 @@ use rtc::peer_connection::{
 
 use crate::{
     data_channel::{DataChannel, DcShared},
+    handler::ChannelWatch,
     peer_connection::ConnHandle,
     stream::{EventStream, Multicast},
 };
@@ -79,6 +80,9 @@ pub(crate) struct Hub {
     ice_gathering: Multicast<Raw>,
     data_channels: Multicast<Raw>,
     negotiation: Multicast<Raw>,
+    /// Locally created channels, for the handler bridge only (it must see every channel; the
+    /// events announce remote ones). Lossless: one entry per channel created.
+    local_channels: Option<async_channel::Sender<ChannelWatch>>,
 }
 
 impl Hub {
@@ -98,6 +102,7 @@ impl Hub {
             ice_gathering: Multicast::new(capacity),
             data_channels: Multicast::new(capacity),
             negotiation: Multicast::new(capacity),
+            local_channels: None,
         }
     }
 
@@ -150,6 +155,24 @@ impl Hub {
             &self.negotiation,
         ] {
             m.close();
+        }
+        if let Some(tx) = &self.local_channels {
+            tx.close();
+        }
+    }
+
+    /// Starts the feed of locally created channels for the handler bridge.
+    pub(crate) fn local_channels(&mut self) -> async_channel::Receiver<ChannelWatch> {
+        let (tx, rx) = async_channel::unbounded();
+        self.local_channels = Some(tx);
+        rx
+    }
+
+    /// Tells the handler bridge, if there is one, about a channel created locally.
+    pub(crate) fn announce_local_channel(&self, dc: &Arc<DcShared>) {
+        if let Some(tx) = &self.local_channels {
+            // Fails only once the bridge is gone: then nobody needs it.
+            let _ = tx.try_send(ChannelWatch::new(dc.clone(), false));
         }
     }
 

@@ -89,10 +89,16 @@
 //!
 //! | feature | runtime |
 //! |---|---|
-//! | `runtime-tokio` (default) | [`runtime::TokioRuntime`] |
+//! | `runtime-tokio` (default) | `runtime::TokioRuntime` |
+//! | `runtime-smol` | `runtime::SmolRuntime` |
+//! | `runtime-async-std` | `runtime::AsyncStdRuntime` (async-std is discontinued upstream) |
+//! | `runtime-embassy` | `runtime::EmbassyRuntime` (experimental; hosted only) |
 //!
 //! The runtime is chosen per connection ([`PeerConnectionBuilder::runtime`]); any type that
 //! implements [`runtime::Runtime`] works.
+//!
+//! An optional push API sits on top of the same streams: implement
+//! [`PeerConnectionEventHandler`] and pass it to [`PeerConnectionBuilder::handler`].
 //!
 //! ## Errors and panics
 //!
@@ -117,3 +123,7 @@ pub use event::PeerConnectionEvent;
 pub use peer_connection::{PeerConnection, PeerConnectionBuilder};
 pub use rtc;
 pub use stream::EventStream;
+
+mod handler;
+pub use handler::PeerConnectionEventHandler;
+pub use peer_connection::WeakPeerConnection;

@@ -3,7 +3,7 @@
 use std::{
     fmt,
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, Weak},
 };
 
 use futures::{StreamExt, channel::oneshot, task::AtomicWaker};
@@ -27,12 +27,13 @@ use crate::{
     driver::{Command, Driver, DriverConfig, Reply, Socket},
     error::{CoreError, Error, Result},
     event::{Hub, PeerConnectionEvent},
+    handler::{BridgeInputs, PeerConnectionEventHandler, Starter, starter},
     runtime::{Runtime, default_runtime},
     stream::{DEFAULT_EVENT_CAPACITY, EventStream},
 };
 
 /// How many commands may wait for the driver before callers wait.
-const COMMAND_CAPACITY: usize = 1024;
+const COMMAND_CAPACITY: usize = 128;
 
 /// State shared by the driver and every handle.
 pub(crate) struct Shared {
@@ -109,7 +110,10 @@ impl PeerConnection {
         options: Option<RTCOfferOptions>,
     ) -> Result<RTCSessionDescription> {
         self.inner
-            .request(|reply| Command::CreateOffer { options, reply })
+            .request(|reply| Command::CreateOffer {
+                options: options.map(Box::new),
+                reply,
+            })
             .await
     }
 
@@ -124,7 +128,10 @@ impl PeerConnection {
         options: Option<RTCAnswerOptions>,
     ) -> Result<RTCSessionDescription> {
         self.inner
-            .request(|reply| Command::CreateAnswer { options, reply })
+            .request(|reply| Command::CreateAnswer {
+                options: options.map(Box::new),
+                reply,
+            })
             .await
     }
 
@@ -133,7 +140,10 @@ impl PeerConnection {
     /// end-of-candidates marker.
     pub async fn set_local_description(&self, desc: RTCSessionDescription) -> Result<()> {
         self.inner
-            .request(|reply| Command::SetLocalDescription { desc, reply })
+            .request(|reply| Command::SetLocalDescription {
+                desc: Box::new(desc),
+                reply,
+            })
             .await
     }
 
@@ -145,7 +155,10 @@ impl PeerConnection {
     /// is unchanged.
     pub async fn set_remote_description(&self, desc: RTCSessionDescription) -> Result<()> {
         self.inner
-            .request(|reply| Command::SetRemoteDescription { desc, reply })
+            .request(|reply| Command::SetRemoteDescription {
+                desc: Box::new(desc),
+                reply,
+            })
             .await
     }
 
@@ -159,7 +172,10 @@ impl PeerConnection {
     /// one naming a media section the remote description does not have.
     pub async fn add_ice_candidate(&self, candidate: RTCIceCandidateInit) -> Result<()> {
         self.inner
-            .request(|reply| Command::AddIceCandidate { candidate, reply })
+            .request(|reply| Command::AddIceCandidate {
+                candidate: Box::new(candidate),
+                reply,
+            })
             .await
     }
 
@@ -199,7 +215,11 @@ impl PeerConnection {
         let label = label.to_owned();
         let dc = self
             .inner
-            .request(|reply| Command::CreateDataChannel { label, init, reply })
+            .request(|reply| Command::CreateDataChannel {
+                label,
+                init: Box::new(init),
+                reply,
+            })
             .await?;
         Ok(DataChannel {
             conn: self.inner.clone(),
@@ -296,6 +316,46 @@ impl PeerConnection {
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.inner.local_addrs
     }
+
+    /// A handle that does not keep the connection alive, for places that must not own it —
+    /// typically a [`PeerConnectionEventHandler`], which would otherwise keep its own
+    /// connection alive until [`close`](Self::close).
+    pub fn downgrade(&self) -> WeakPeerConnection {
+        WeakPeerConnection::new(Arc::downgrade(&self.inner))
+    }
+}
+
+/// A handle to a [`PeerConnection`] that does not keep it alive.
+///
+/// Made by [`PeerConnection::downgrade`], or handed to the closure given to
+/// [`PeerConnectionBuilder::handler_with`]. [`upgrade`](Self::upgrade) it to use the connection.
+#[derive(Clone)]
+pub struct WeakPeerConnection {
+    inner: Weak<ConnHandle>,
+}
+
+impl WeakPeerConnection {
+    pub(crate) fn new(inner: Weak<ConnHandle>) -> Self {
+        Self { inner }
+    }
+
+    /// The connection, unless it has been shut down because every [`PeerConnection`] and
+    /// [`DataChannel`] handle of it was dropped. A connection that was
+    /// [closed](PeerConnection::close) but still has handles upgrades; its methods then
+    /// return [`Error::Closed`].
+    ///
+    /// Hold the returned handle only as long as needed (for example, within one callback).
+    pub fn upgrade(&self) -> Option<PeerConnection> {
+        self.inner.upgrade().map(|inner| PeerConnection { inner })
+    }
+}
+
+impl fmt::Debug for WeakPeerConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakPeerConnection")
+            .field("alive", &(self.inner.strong_count() > 0))
+            .finish()
+    }
 }
 
 impl fmt::Debug for PeerConnection {
@@ -329,6 +389,7 @@ pub struct PeerConnectionBuilder {
     event_capacity: usize,
     high_water_mark: usize,
     inbox_capacity: usize,
+    handler: Option<Starter>,
 }
 
 impl Default for PeerConnectionBuilder {
@@ -343,6 +404,7 @@ impl Default for PeerConnectionBuilder {
             event_capacity: DEFAULT_EVENT_CAPACITY,
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
             inbox_capacity: DEFAULT_INBOX_CAPACITY,
+            handler: None,
         }
     }
 }
@@ -353,6 +415,7 @@ impl fmt::Debug for PeerConnectionBuilder {
             .field("runtime", &self.runtime)
             .field("bind", &self.bind)
             .field("include_loopback", &self.include_loopback)
+            .field("handler", &self.handler.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -419,7 +482,74 @@ impl PeerConnectionBuilder {
         self
     }
 
-    /// Binds the sockets, builds the protocol core and starts the driver.
+    /// Attaches a [`PeerConnectionEventHandler`]: the connection's events are pushed to it,
+    /// in order, on a task of its own (see the trait for ordering, concurrency and
+    /// back-pressure). The streams keep working alongside, except that the handler reads every
+    /// data channel's messages.
+    ///
+    /// To call the connection from the handler, use [`handler_with`](Self::handler_with).
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// use webrtc_streams::{
+    ///     PeerConnection, PeerConnectionEventHandler,
+    ///     rtc::peer_connection::state::RTCPeerConnectionState,
+    /// };
+    ///
+    /// struct Log;
+    ///
+    /// impl PeerConnectionEventHandler for Log {
+    ///     async fn on_connection_state_change(&mut self, state: RTCPeerConnectionState) {
+    ///         println!("{state}");
+    ///     }
+    /// }
+    ///
+    /// let pc = PeerConnection::builder().handler(Log).build().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn handler(self, handler: impl PeerConnectionEventHandler) -> Self {
+        self.handler_with(move |_| handler)
+    }
+
+    /// Like [`handler`](Self::handler), with the handler made by `make` from a
+    /// [`WeakPeerConnection`] to its own connection, so that it can call back into it
+    /// without keeping it alive. [`build`](Self::build) calls `make` once, before it returns.
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// use webrtc_streams::{PeerConnection, PeerConnectionEventHandler, WeakPeerConnection};
+    ///
+    /// struct Renegotiate {
+    ///     pc: WeakPeerConnection,
+    /// }
+    ///
+    /// impl PeerConnectionEventHandler for Renegotiate {
+    ///     async fn on_negotiation_needed(&mut self) {
+    ///         let Some(pc) = self.pc.upgrade() else { return };
+    ///         if let Ok(offer) = pc.create_offer().await {
+    ///             let _ = pc.set_local_description(offer).await;
+    ///             // ... signal it ...
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let pc = PeerConnection::builder()
+    ///     .handler_with(|pc| Renegotiate { pc })
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn handler_with<H, F>(mut self, make: F) -> Self
+    where
+        H: PeerConnectionEventHandler,
+        F: FnOnce(WeakPeerConnection) -> H + Send + 'static,
+    {
+        self.handler = Some(starter(make));
+        self
+    }
+
+    /// Binds the sockets, builds the protocol core and starts the driver (and the handler's
+    /// task, if there is a handler).
     ///
     /// # Errors
     ///
@@ -476,14 +606,30 @@ impl PeerConnectionBuilder {
                 inbox_capacity: self.inbox_capacity,
             },
         );
+        let inner = Arc::new(ConnHandle {
+            cmd: cmd_tx,
+            shared: shared.clone(),
+            local_addrs,
+        });
+        // Subscribed before the driver runs: the handler misses nothing.
+        let bridge = self.handler.map(|start| {
+            let (events, local_channels) = {
+                let mut hub = lock(&shared.hub);
+                (hub.events(Arc::downgrade(&inner)), hub.local_channels())
+            };
+            // Not under the lock: `start` runs the application's `make` closure.
+            start(BridgeInputs {
+                events,
+                local_channels,
+                conn: Arc::downgrade(&inner),
+                shared: shared.clone(),
+            })
+        });
         runtime.spawn(Box::pin(driver));
-        Ok(PeerConnection {
-            inner: Arc::new(ConnHandle {
-                cmd: cmd_tx,
-                shared,
-                local_addrs,
-            }),
-        })
+        if let Some(bridge) = bridge {
+            runtime.spawn(bridge);
+        }
+        Ok(PeerConnection { inner })
     }
 }
 

@@ -7,50 +7,199 @@
 //! never notice a slow one.
 
 use std::{
+    collections::VecDeque,
     fmt,
     pin::Pin,
-    task::{Context, Poll},
+    sync::{Arc, Mutex},
+    task::{Context, Poll, Waker},
 };
 
-use async_broadcast::{InactiveReceiver, Receiver, RecvError, Sender};
 use futures::Stream;
+
+use crate::data_channel::lock;
 
 /// The default number of events a subscriber may fall behind before it starts missing events.
 pub(crate) const DEFAULT_EVENT_CAPACITY: usize = 1024;
 
-/// A multicast queue with no memory when nobody listens.
-#[derive(Debug)]
-pub(crate) struct Multicast<R> {
-    tx: Sender<R>,
-    // Keeps the channel open while there are no active subscribers.
-    _keep: InactiveReceiver<R>,
+/// A multicast queue: one publisher, any number of subscribers, each reading at its own pace.
+///
+/// Publishing never waits. The queue holds only what some subscriber has not read yet (nothing
+/// at all when nobody listens), and at most `capacity` items: beyond that the oldest item is
+/// dropped and the subscribers that had not read it are told how many they missed. Memory
+/// grows with use, not with the capacity (a preallocating broadcast channel would cost a full
+/// queue per event source per connection).
+pub(crate) struct Multicast<T> {
+    ring: Arc<Mutex<Ring<T>>>,
 }
 
-impl<R: Clone> Multicast<R> {
+struct Ring<T> {
+    queue: VecDeque<T>,
+    /// Sequence number of `queue[0]`.
+    head: u64,
+    capacity: usize,
+    closed: bool,
+    subscribers: Vec<Option<Subscriber>>,
+    free: Vec<usize>,
+}
+
+struct Subscriber {
+    /// Sequence number of the next item this subscriber reads.
+    next: u64,
+    waker: Option<Waker>,
+}
+
+impl<T> Ring<T> {
+    fn tail(&self) -> u64 {
+        self.head + self.queue.len() as u64
+    }
+
+    /// Drops items every subscriber has read.
+    fn trim(&mut self) {
+        let min = self
+            .subscribers
+            .iter()
+            .flatten()
+            .map(|s| s.next)
+            .min()
+            .unwrap_or_else(|| self.tail());
+        while self.head < min && self.queue.pop_front().is_some() {
+            self.head += 1;
+        }
+    }
+
+    fn wake_all(&mut self) {
+        for s in self.subscribers.iter_mut().flatten() {
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl<T: Clone> Multicast<T> {
     pub(crate) fn new(capacity: usize) -> Self {
-        let (mut tx, rx) = async_broadcast::broadcast(capacity.max(1));
-        tx.set_overflow(true);
-        tx.set_await_active(false);
         Self {
-            tx,
-            _keep: rx.deactivate(),
+            ring: Arc::new(Mutex::new(Ring {
+                queue: VecDeque::new(),
+                head: 0,
+                capacity: capacity.max(1),
+                closed: false,
+                subscribers: Vec::new(),
+                free: Vec::new(),
+            })),
         }
     }
 
     /// Publishes `item` to every current subscriber; never waits.
-    pub(crate) fn publish(&self, item: R) {
-        // Overflow mode never reports `Full`; `Inactive` (no subscriber) and `Closed` mean
-        // nobody is there to receive it.
-        let _ = self.tx.try_broadcast(item);
+    pub(crate) fn publish(&self, item: T) {
+        let mut ring = lock(&self.ring);
+        if ring.closed || ring.free.len() == ring.subscribers.len() {
+            return; // closed, or nobody listens
+        }
+        ring.queue.push_back(item);
+        if ring.queue.len() > ring.capacity {
+            ring.queue.pop_front();
+            ring.head += 1;
+        }
+        ring.wake_all();
     }
 
-    pub(crate) fn subscribe(&self) -> Receiver<R> {
-        self.tx.new_receiver()
+    /// A subscriber that receives every item published from now on.
+    pub(crate) fn subscribe(&self) -> Receiver<T> {
+        let mut ring = lock(&self.ring);
+        let sub = Subscriber {
+            next: ring.tail(),
+            waker: None,
+        };
+        let id = match ring.free.pop() {
+            Some(id) => {
+                ring.subscribers[id] = Some(sub);
+                id
+            }
+            None => {
+                ring.subscribers.push(Some(sub));
+                ring.subscribers.len() - 1
+            }
+        };
+        Receiver {
+            ring: self.ring.clone(),
+            id,
+        }
     }
 
     /// Ends every subscriber's stream once it has read what is already queued.
     pub(crate) fn close(&self) {
-        self.tx.close();
+        let mut ring = lock(&self.ring);
+        ring.closed = true;
+        ring.wake_all();
+    }
+}
+
+impl<T> Drop for Multicast<T> {
+    fn drop(&mut self) {
+        let mut ring = lock(&self.ring);
+        ring.closed = true;
+        ring.wake_all();
+    }
+}
+
+impl<T> fmt::Debug for Multicast<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ring = lock(&self.ring);
+        f.debug_struct("Multicast")
+            .field("queued", &ring.queue.len())
+            .field("capacity", &ring.capacity)
+            .field("closed", &ring.closed)
+            .finish()
+    }
+}
+
+/// One subscriber of a [`Multicast`].
+pub(crate) struct Receiver<T> {
+    ring: Arc<Mutex<Ring<T>>>,
+    id: usize,
+}
+
+impl<T: Clone> Receiver<T> {
+    /// The next item, `Err(n)` if `n` items were lost to overflow first, `None` once closed
+    /// and drained.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, u64>>> {
+        let mut ring = lock(&self.ring);
+        let head = ring.head;
+        let Some(sub) = ring.subscribers[self.id].as_mut() else {
+            return Poll::Ready(None);
+        };
+        if sub.next < head {
+            let missed = head - sub.next;
+            sub.next = head;
+            return Poll::Ready(Some(Err(missed)));
+        }
+        let index = (sub.next - head) as usize;
+        if let Some(item) = ring.queue.get(index).cloned() {
+            if let Some(sub) = ring.subscribers[self.id].as_mut() {
+                sub.next += 1;
+            }
+            if index == 0 {
+                ring.trim();
+            }
+            return Poll::Ready(Some(Ok(item)));
+        }
+        if ring.closed {
+            return Poll::Ready(None);
+        }
+        if let Some(sub) = ring.subscribers[self.id].as_mut() {
+            sub.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut ring = lock(&self.ring);
+        ring.subscribers[self.id] = None;
+        ring.free.push(self.id);
+        ring.trim();
     }
 }
 
@@ -75,7 +224,7 @@ impl<T> EventStream<T> {
     pub(crate) fn new<R, F>(first: Option<T>, rx: Receiver<R>, convert: F) -> Self
     where
         T: Send + 'static,
-        R: Clone + Send + Sync + 'static,
+        R: Clone + Send + 'static,
         F: FnMut(R) -> Option<T> + Send + 'static,
     {
         Self {
@@ -98,7 +247,7 @@ impl<T> EventStream<T> {
     ) -> Self
     where
         T: Send + 'static,
-        R: Clone + Send + Sync + 'static,
+        R: Clone + Send + 'static,
         F: FnMut(R) -> Option<T> + Send + 'static,
     {
         Self {
@@ -150,7 +299,7 @@ struct Broadcast<R, T, F> {
 impl<R, T, F> Source<T> for Broadcast<R, T, F>
 where
     T: Send,
-    R: Clone + Send + Sync,
+    R: Clone + Send,
     F: FnMut(R) -> Option<T> + Send,
 {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
@@ -158,21 +307,19 @@ where
             return Poll::Ready(Some(first));
         }
         loop {
-            match Pin::new(&mut self.rx).poll_recv(cx) {
+            match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(Ok(raw))) => {
                     if let Some(item) = (self.convert)(raw) {
                         return Poll::Ready(Some(item));
                     }
                 }
-                Poll::Ready(Some(Err(RecvError::Overflowed(n)))) => {
+                Poll::Ready(Some(Err(n))) => {
                     self.missed += n;
                     if let Some(lag) = self.lag {
                         return Poll::Ready(Some(lag(n)));
                     }
                 }
-                Poll::Ready(Some(Err(RecvError::Closed))) | Poll::Ready(None) => {
-                    return Poll::Ready(None);
-                }
+                Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }
         }

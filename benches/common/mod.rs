@@ -1,0 +1,141 @@
+//! Helpers shared by the benchmarks: pair setup for both libraries, CPU time, statistics.
+#![allow(dead_code)]
+
+#[path = "../../tests/anchor/mod.rs"]
+pub mod anchor;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use webrtc_streams::{DataChannel, PeerConnection};
+
+/// User + system CPU time of the whole process so far.
+pub fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(rc, 0, "getrusage");
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Resident set size of this process in bytes (Linux).
+pub fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("statm resident");
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
+}
+
+/// Median, minimum and maximum.
+pub fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mid = if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    (mid, v[0], v[v.len() - 1])
+}
+
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// FNV-1a over a stream of chunks.
+pub fn checksum(mut h: u64, data: &[u8]) -> u64 {
+    for &b in data {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+pub const CHECKSUM_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Two of our connections on 127.0.0.1 with one open channel; returns (a, b, a's, b's).
+pub async fn ours_pair() -> (PeerConnection, PeerConnection, DataChannel, DataChannel) {
+    let loopback = ["127.0.0.1:0".parse().unwrap()];
+    let a = PeerConnection::builder()
+        .bind(loopback)
+        .build()
+        .await
+        .unwrap();
+    let b = PeerConnection::builder()
+        .bind(loopback)
+        .build()
+        .await
+        .unwrap();
+    let mut incoming = b.data_channels();
+    let tx = a
+        .create_data_channel("bench", Default::default())
+        .await
+        .unwrap();
+    let offer = a.create_offer().await.unwrap();
+    a.set_local_description(offer).await.unwrap();
+    a.gathering_complete().await;
+    b.set_remote_description(a.local_description().await.unwrap())
+        .await
+        .unwrap();
+    let answer = b.create_answer().await.unwrap();
+    b.set_local_description(answer).await.unwrap();
+    b.gathering_complete().await;
+    a.set_remote_description(b.local_description().await.unwrap())
+        .await
+        .unwrap();
+    let rx = incoming.next().await.unwrap();
+    tx.opened().await.unwrap();
+    rx.opened().await.unwrap();
+    (a, b, tx, rx)
+}
+
+/// Two `webrtc` 0.21.1 connections on 127.0.0.1 with one open channel.
+pub async fn anchor_pair(
+    send_buffer_limit: usize,
+) -> (
+    anchor::AnchorPeer,
+    anchor::AnchorPeer,
+    std::sync::Arc<dyn webrtc::data_channel::DataChannel>,
+    std::sync::Arc<dyn webrtc::data_channel::DataChannel>,
+) {
+    let a = anchor::anchor_peer(send_buffer_limit).await;
+    let b = anchor::anchor_peer(send_buffer_limit).await;
+    let tx = a.pc.create_data_channel("bench", None).await.unwrap();
+    let offer = a.pc.create_offer(None).await.unwrap();
+    a.pc.set_local_description(offer).await.unwrap();
+    a.gathering_complete().await;
+    b.pc.set_remote_description(a.pc.local_description().await.unwrap())
+        .await
+        .unwrap();
+    let answer = b.pc.create_answer(None).await.unwrap();
+    b.pc.set_local_description(answer).await.unwrap();
+    b.gathering_complete().await;
+    a.pc.set_remote_description(b.pc.local_description().await.unwrap())
+        .await
+        .unwrap();
+    let rx = b.channels.recv().await.unwrap();
+    anchor::wait_open(&tx).await;
+    (a, b, tx, rx)
+}
+
+/// Runs the given child mode of this bench binary in a fresh process and returns its stdout.
+pub fn run_child(mode: &str) -> String {
+    let exe = std::env::current_exe().expect("current exe");
+    let out = std::process::Command::new(exe)
+        .arg("--child")
+        .arg(mode)
+        .output()
+        .expect("spawn child");
+    assert!(
+        out.status.success(),
+        "child {mode} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}

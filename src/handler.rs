@@ -1,0 +1,515 @@
+//! The handler bridge: the optional push API on top of the streams.
+//!
+//! [`PeerConnectionEventHandler`] is implemented by the application;
+//! [`PeerConnectionBuilder::handler`](crate::PeerConnectionBuilder::handler) attaches it to a
+//! connection. One task per connection (the bridge) merges the connection's event stream and
+//! every data channel's message and event streams into one `select_all` loop and calls the
+//! handler, one callback at a time.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Weak},
+    task::{Context, Poll},
+};
+
+use futures::{
+    Stream, StreamExt,
+    future::ready,
+    stream::{self, SelectAll},
+};
+use log::trace;
+use rtc::{
+    data_channel::RTCDataChannelState,
+    peer_connection::{
+        state::{
+            RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
+        },
+        transport::RTCIceCandidateInit,
+    },
+};
+
+use crate::{
+    MessageStream,
+    data_channel::{DataChannel, DataChannelEvent, DataChannelMessage, DcShared, lock},
+    event::PeerConnectionEvent,
+    peer_connection::{ConnHandle, Shared},
+    stream::EventStream,
+};
+
+/// Push-style callbacks for the events of one [`PeerConnection`](crate::PeerConnection).
+///
+/// This is an adapter over the streams ([`PeerConnection::events`](crate::PeerConnection::events),
+/// [`DataChannel::messages`], [`DataChannel::events`]): attach an implementation with
+/// [`PeerConnectionBuilder::handler`](crate::PeerConnectionBuilder::handler) (or
+/// [`handler_with`](crate::PeerConnectionBuilder::handler_with), which hands the handler a
+/// [`WeakPeerConnection`](crate::WeakPeerConnection) to call back into the connection).
+///
+/// Every method has a default that does nothing: implement the ones you need, as plain
+/// `async fn`s with `&mut self` — no `Arc`, no locks, no boxing.
+///
+/// # Ordering
+///
+/// - A connection's events (state changes, ICE candidates, negotiation needed, remote data
+///   channels, [`on_lagged`](Self::on_lagged)) reach the handler in the order they happened.
+/// - For each data channel: [`on_data_channel`](Self::on_data_channel) (remote channels
+///   only) comes first, then [`on_data_channel_open`](Self::on_data_channel_open), then its
+///   messages in the order SCTP delivers them interleaved with
+///   [`on_buffered_amount_low`](Self::on_buffered_amount_low), and last, once every received
+///   message has been handed over, [`on_data_channel_close`](Self::on_data_channel_close).
+///   A channel that closes without ever opening gets only the close.
+/// - Events of *different* sources (two channels, or a channel and the connection) are
+///   interleaved in no guaranteed order.
+///
+/// # Concurrency
+///
+/// The handler runs on its own task, spawned on the connection's
+/// [`Runtime`](crate::runtime::Runtime), never on the connection's driver. Callbacks are called
+/// one at a time (hence `&mut self`): the next one starts after the previous one's future
+/// completes. A callback may call any method of the connection or of its channels — including
+/// [`PeerConnection::close`](crate::PeerConnection::close) — without risk of deadlock. The
+/// returned futures must be `Send`, so the bridge runs on multi-threaded executors.
+///
+/// # Back-pressure: what a slow handler costs
+///
+/// A handler that takes its time never stalls the connection's timers (ICE keep-alives, DTLS
+/// and SCTP retransmissions keep running) nor other subscribers of its streams. While a
+/// callback runs:
+///
+/// - **messages** wait in each channel's bounded inbox; when an inbox is full the connection
+///   stops reading from SCTP and the remote sender is slowed down. Nothing is lost.
+/// - **connection events** queue up to the
+///   [event capacity](crate::PeerConnectionBuilder::event_capacity); beyond that the oldest are
+///   dropped for this handler only, and [`on_lagged`](Self::on_lagged) tells how many. The
+///   state getters ([`PeerConnection::connection_state`](crate::PeerConnection::connection_state)
+///   and friends) always tell the current truth.
+///
+/// # Lifecycle
+///
+/// The bridge ends, and the handler is dropped, once the connection is closed (by
+/// [`close`](crate::PeerConnection::close) or by dropping its last handle) and every channel's
+/// remaining messages and close callback have been delivered.
+///
+/// A handler that holds a strong [`PeerConnection`](crate::PeerConnection) or a
+/// [`DataChannel`] keeps its own connection alive: it then ends only with an explicit
+/// [`close`](crate::PeerConnection::close). Hold a
+/// [`WeakPeerConnection`](crate::WeakPeerConnection) instead.
+///
+/// With a handler attached, the bridge reads every channel's messages: do not read them with
+/// [`DataChannel::messages`] as well, or the two readers split them.
+///
+/// Media tracks will get an `on_track` callback when tracks arrive in this crate. Errors of
+/// the application's own calls are returned by those calls; the only trouble the bridge itself
+/// reports is [`on_lagged`](Self::on_lagged).
+///
+/// # Example
+///
+/// ```no_run
+/// use webrtc_streams::{
+///     DataChannel, DataChannelMessage, PeerConnection, PeerConnectionEventHandler,
+///     WeakPeerConnection,
+///     rtc::peer_connection::{state::RTCPeerConnectionState, transport::RTCIceCandidateInit},
+/// };
+///
+/// struct Echo {
+///     pc: WeakPeerConnection,
+/// }
+///
+/// impl PeerConnectionEventHandler for Echo {
+///     async fn on_connection_state_change(&mut self, state: RTCPeerConnectionState) {
+///         println!("connection: {state}");
+///     }
+///
+///     async fn on_ice_candidate(&mut self, candidate: Option<RTCIceCandidateInit>) {
+///         // send it to the remote peer through your signaling channel
+///     }
+///
+///     async fn on_message(&mut self, dc: &DataChannel, msg: DataChannelMessage) {
+///         if msg.text() == Some("bye") {
+///             if let Some(pc) = self.pc.upgrade() {
+///                 let _ = pc.close().await;
+///             }
+///         } else if dc.send(msg.data).await.is_err() {
+///             // the channel closed meanwhile
+///         }
+///     }
+/// }
+///
+/// # async fn run() -> webrtc_streams::Result<()> {
+/// let pc = PeerConnection::builder()
+///     .handler_with(|pc| Echo { pc })
+///     .build()
+///     .await?;
+/// // ... signaling ...
+/// # Ok(()) }
+/// ```
+pub trait PeerConnectionEventHandler: Send + 'static {
+    /// The aggregate connection state changed.
+    fn on_connection_state_change(
+        &mut self,
+        state: RTCPeerConnectionState,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = state;
+        async {}
+    }
+
+    /// The signaling (offer/answer) state changed.
+    fn on_signaling_state_change(
+        &mut self,
+        state: RTCSignalingState,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = state;
+        async {}
+    }
+
+    /// The ICE connection state changed.
+    fn on_ice_connection_state_change(
+        &mut self,
+        state: RTCIceConnectionState,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = state;
+        async {}
+    }
+
+    /// The ICE gathering state changed.
+    fn on_ice_gathering_state_change(
+        &mut self,
+        state: RTCIceGatheringState,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = state;
+        async {}
+    }
+
+    /// A local ICE candidate to signal to the remote peer; `None` marks the end of candidates.
+    fn on_ice_candidate(
+        &mut self,
+        candidate: Option<RTCIceCandidateInit>,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = candidate;
+        async {}
+    }
+
+    /// A (re)negotiation is needed: create an offer and signal it.
+    fn on_negotiation_needed(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// The remote peer opened a data channel. Channels created locally with
+    /// [`PeerConnection::create_data_channel`](crate::PeerConnection::create_data_channel) do
+    /// not come here, but get every other channel callback.
+    ///
+    /// Keeping `dc` keeps the connection alive (see the trait's "Lifecycle").
+    fn on_data_channel(&mut self, dc: DataChannel) -> impl Future<Output = ()> + Send {
+        let _ = dc;
+        async {}
+    }
+
+    /// A data channel (remote or local) is open: messages can flow.
+    fn on_data_channel_open(&mut self, dc: &DataChannel) -> impl Future<Output = ()> + Send {
+        let _ = dc;
+        async {}
+    }
+
+    /// A message arrived on `dc`. While this runs, further messages wait in the channel's
+    /// inbox (see the trait's "Back-pressure").
+    fn on_message(
+        &mut self,
+        dc: &DataChannel,
+        msg: DataChannelMessage,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (dc, msg);
+        async {}
+    }
+
+    /// `dc` is closed, and every message it received has been passed to
+    /// [`on_message`](Self::on_message).
+    fn on_data_channel_close(&mut self, dc: &DataChannel) -> impl Future<Output = ()> + Send {
+        let _ = dc;
+        async {}
+    }
+
+    /// `dc`'s buffered amount fell to or below its low threshold
+    /// ([`DataChannel::set_buffered_amount_low_threshold`]).
+    fn on_buffered_amount_low(&mut self, dc: &DataChannel) -> impl Future<Output = ()> + Send {
+        let _ = dc;
+        async {}
+    }
+
+    /// The handler fell behind the connection's events and `missed` of them were dropped at
+    /// this point (see the trait's "Back-pressure"). Read the current states from the
+    /// connection's getters if it matters. A remote data channel announced by a dropped event
+    /// gets no callbacks; raise the
+    /// [event capacity](crate::PeerConnectionBuilder::event_capacity) if that can happen.
+    fn on_lagged(&mut self, missed: u64) -> impl Future<Output = ()> + Send {
+        let _ = missed;
+        async {}
+    }
+}
+
+/// Starts the bridge of one connection: returns its task, to be spawned.
+pub(crate) type Starter = Box<dyn FnOnce(BridgeInputs) -> BoxFuture + Send>;
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What the bridge needs from its connection, taken before `build` returns so that no event is
+/// missed.
+pub(crate) struct BridgeInputs {
+    pub(crate) events: EventStream<PeerConnectionEvent>,
+    pub(crate) local_channels: async_channel::Receiver<ChannelWatch>,
+    pub(crate) conn: Weak<ConnHandle>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// A [`Starter`] for `handler`, which is built from a weak handle to the connection.
+pub(crate) fn starter<H, F>(make: F) -> Starter
+where
+    H: PeerConnectionEventHandler,
+    F: FnOnce(crate::WeakPeerConnection) -> H + Send + 'static,
+{
+    Box::new(move |inputs: BridgeInputs| {
+        let handler = make(crate::WeakPeerConnection::new(inputs.conn.clone()));
+        Box::pin(run(handler, inputs)) as BoxFuture
+    })
+}
+
+/// A data channel's event subscription, taken when the bridge learns of the channel (for local
+/// channels: by the driver, at creation, so no event is missed).
+pub(crate) struct ChannelWatch {
+    dc: Arc<DcShared>,
+    /// The channel is or was open: yield `Open` without waiting for the event.
+    opened: bool,
+    events: EventStream<DataChannelEvent>,
+}
+
+impl ChannelWatch {
+    /// Subscribes to `dc`'s events. `announced_open`: the channel is known to have opened
+    /// (remote channels are announced once open).
+    pub(crate) fn new(dc: Arc<DcShared>, announced_open: bool) -> Self {
+        let st = lock(&dc.state);
+        let opened = announced_open || st.ready == RTCDataChannelState::Open;
+        let events = EventStream::new(None, st.events.subscribe(), Some);
+        drop(st);
+        Self { dc, opened, events }
+    }
+}
+
+/// One item of the bridge's merged stream.
+enum Item {
+    Event(PeerConnectionEvent),
+    EventsEnded,
+    LocalChannel(ChannelWatch),
+    LocalChannelsEnded,
+    Channel(Arc<DcShared>, ChannelItem),
+}
+
+enum ChannelItem {
+    Open,
+    Message(DataChannelMessage),
+    BufferedAmountLow,
+    Close,
+}
+
+type BoxStream = Pin<Box<dyn Stream<Item = Item> + Send>>;
+
+/// The bridge loop: runs until the connection and all its channels are closed.
+async fn run<H: PeerConnectionEventHandler>(mut handler: H, inputs: BridgeInputs) {
+    let BridgeInputs {
+        events,
+        local_channels,
+        conn,
+        shared,
+    } = inputs;
+    let mut handles = Handles {
+        conn,
+        shared,
+        detached: None,
+    };
+    let mut streams: SelectAll<BoxStream> = stream::select_all([
+        // Never ends, so the set never empties: the loop decides when to stop.
+        Box::pin(stream::pending()) as BoxStream,
+        Box::pin(
+            events
+                .map(Item::Event)
+                .chain(stream::once(ready(Item::EventsEnded))),
+        ),
+        Box::pin(
+            local_channels
+                .map(Item::LocalChannel)
+                .chain(stream::once(ready(Item::LocalChannelsEnded))),
+        ),
+    ]);
+    // The event stream and the local-channel feed; both end when the connection closes.
+    let mut sources = 2;
+    let mut channels = 0usize;
+    while let Some(item) = streams.next().await {
+        match item {
+            Item::Event(ev) => match ev {
+                PeerConnectionEvent::IceCandidate(c) => handler.on_ice_candidate(c).await,
+                PeerConnectionEvent::ConnectionStateChange(s) => {
+                    handler.on_connection_state_change(s).await
+                }
+                PeerConnectionEvent::SignalingStateChange(s) => {
+                    handler.on_signaling_state_change(s).await
+                }
+                PeerConnectionEvent::IceConnectionStateChange(s) => {
+                    handler.on_ice_connection_state_change(s).await
+                }
+                PeerConnectionEvent::IceGatheringStateChange(s) => {
+                    handler.on_ice_gathering_state_change(s).await
+                }
+                PeerConnectionEvent::NegotiationNeeded => handler.on_negotiation_needed().await,
+                PeerConnectionEvent::DataChannel(dc) => {
+                    let watch = ChannelWatch::new(dc.dc.clone(), true);
+                    streams.push(Box::pin(ChannelFeed::new(watch, &dc)));
+                    channels += 1;
+                    handler.on_data_channel(dc).await;
+                }
+                PeerConnectionEvent::Lagged { missed } => handler.on_lagged(missed).await,
+            },
+            Item::LocalChannel(watch) => {
+                let dc = handles.channel(watch.dc.clone());
+                streams.push(Box::pin(ChannelFeed::new(watch, &dc)));
+                channels += 1;
+            }
+            Item::Channel(dc, item) => {
+                let dc = handles.channel(dc);
+                match item {
+                    ChannelItem::Open => handler.on_data_channel_open(&dc).await,
+                    ChannelItem::Message(msg) => handler.on_message(&dc, msg).await,
+                    ChannelItem::BufferedAmountLow => handler.on_buffered_amount_low(&dc).await,
+                    ChannelItem::Close => {
+                        channels -= 1;
+                        handler.on_data_channel_close(&dc).await;
+                    }
+                }
+            }
+            Item::EventsEnded | Item::LocalChannelsEnded => sources -= 1,
+        }
+        if sources == 0 && channels == 0 {
+            break;
+        }
+    }
+    trace!("handler bridge finished");
+}
+
+/// Makes the [`DataChannel`] handles passed to callbacks, without keeping the connection alive
+/// between callbacks.
+struct Handles {
+    conn: Weak<ConnHandle>,
+    shared: Arc<Shared>,
+    /// Stands in for the connection once every handle is gone: its commands fail with
+    /// [`Error::Closed`](crate::Error::Closed).
+    detached: Option<Arc<ConnHandle>>,
+}
+
+impl Handles {
+    fn channel(&mut self, dc: Arc<DcShared>) -> DataChannel {
+        let conn = match self.conn.upgrade() {
+            Some(conn) => conn,
+            None => self
+                .detached
+                .get_or_insert_with(|| {
+                    // No receiver: every command fails as on a closed connection.
+                    let (cmd, _) = async_channel::bounded(1);
+                    Arc::new(ConnHandle {
+                        cmd,
+                        shared: self.shared.clone(),
+                        local_addrs: Vec::new(),
+                    })
+                })
+                .clone(),
+        };
+        DataChannel { conn, dc }
+    }
+}
+
+/// One data channel as the bridge sees it: `Open` first, then messages and
+/// `BufferedAmountLow` as they come, then — after the last received message — `Close`.
+struct ChannelFeed {
+    dc: Arc<DcShared>,
+    events: EventStream<DataChannelEvent>,
+    messages: MessageStream,
+    phase: Phase,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the channel to open; messages are not read yet.
+    Connecting,
+    /// Open, `Open` not yielded yet.
+    Opening,
+    Open,
+    /// Closed: handing over the messages left in the inbox, then `Close`.
+    Draining,
+    Done,
+}
+
+impl ChannelFeed {
+    fn new(watch: ChannelWatch, handle: &DataChannel) -> Self {
+        Self {
+            dc: watch.dc,
+            events: watch.events,
+            messages: handle.messages(),
+            phase: if watch.opened {
+                Phase::Opening
+            } else {
+                Phase::Connecting
+            },
+        }
+    }
+
+    fn item(&self, item: ChannelItem) -> Poll<Option<Item>> {
+        Poll::Ready(Some(Item::Channel(self.dc.clone(), item)))
+    }
+
+    /// Next message, or `Close` once the inbox has ended (channel closed, inbox empty).
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        match self.messages.poll_next_unpin(cx) {
+            Poll::Ready(Some(msg)) => self.item(ChannelItem::Message(msg)),
+            Poll::Ready(None) => {
+                self.phase = Phase::Done;
+                self.item(ChannelItem::Close)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Stream for ChannelFeed {
+    type Item = Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let this = self.get_mut();
+        loop {
+            match this.phase {
+                Phase::Connecting => match this.events.poll_next_unpin(cx) {
+                    Poll::Ready(Some(DataChannelEvent::Open)) => {
+                        this.phase = Phase::Open;
+                        return this.item(ChannelItem::Open);
+                    }
+                    Poll::Ready(Some(DataChannelEvent::Closed) | None) => {
+                        this.phase = Phase::Draining
+                    }
+                    Poll::Ready(Some(_)) => {}
+                    Poll::Pending => return Poll::Pending,
+                },
+                Phase::Opening => {
+                    this.phase = Phase::Open;
+                    return this.item(ChannelItem::Open);
+                }
+                Phase::Open => match this.events.poll_next_unpin(cx) {
+                    Poll::Ready(Some(DataChannelEvent::BufferedAmountLow)) => {
+                        return this.item(ChannelItem::BufferedAmountLow);
+                    }
+                    Poll::Ready(Some(DataChannelEvent::Closed) | None) => {
+                        this.phase = Phase::Draining
+                    }
+                    Poll::Ready(Some(_)) => {}
+                    Poll::Pending => return this.poll_message(cx),
+                },
+                Phase::Draining => return this.poll_message(cx),
+                Phase::Done => return Poll::Ready(None),
+            }
+        }
+    }
+}

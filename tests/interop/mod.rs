@@ -1,0 +1,416 @@
+//! Helpers shared by the interop tests (`tests/interop_chromium.rs`, `tests/interop_aiortc.rs`).
+//!
+//! The message script here is implemented three times — in Rust (below), in the browser page
+//! (`page.html`) and in the Python peer (`aiortc_peer.py`) — so that each side checks not only
+//! the echoes it gets back but also every message the other side sends it. Keep them in step.
+#![allow(dead_code)]
+
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use webrtc_streams::{
+    DataChannel, DataChannelMessage, PeerConnection,
+    rtc::peer_connection::{
+        configuration::setting_engine::{SctpMaxMessageSize, SettingEngine, SettingEngineBuilder},
+        state::RTCPeerConnectionState,
+    },
+};
+
+/// The script that installs every interop dependency.
+pub const INSTALL_SCRIPT: &str = ".ci/install-interop-deps";
+
+/// Number of ordinary messages each side sends on its own channel.
+pub const COUNT: usize = 1000;
+
+/// One message of the script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// The messages one side sends: [`COUNT`] ordinary ones (even indices text, odd binary), then,
+/// if `big > 0`, one binary message of exactly `big` bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Script {
+    pub big: usize,
+}
+
+impl Script {
+    pub fn total(&self) -> usize {
+        COUNT + usize::from(self.big > 0)
+    }
+
+    /// Message `i`; the same function as `message()` in `page.html` and `aiortc_peer.py`.
+    pub fn message(&self, i: usize) -> Msg {
+        if i >= COUNT {
+            return Msg::Binary((0..self.big).map(|j| ((j * 13 + 7) % 251) as u8).collect());
+        }
+        if i % 2 == 0 {
+            let mut s = format!("msg {i} ");
+            for _ in 0..i % 5 {
+                s.push_str("\u{e9}\u{4e2d}\u{1F600}");
+            }
+            for _ in 0..i % 300 {
+                s.push('x');
+            }
+            Msg::Text(s)
+        } else {
+            let len = (i * 7919) % 4096 + 1;
+            Msg::Binary((0..len).map(|j| ((i + j * 31) % 251) as u8).collect())
+        }
+    }
+
+    /// Checks that `m` is message `i`, with its type (text or binary) preserved.
+    pub fn check(&self, i: usize, m: &DataChannelMessage) -> Result<(), String> {
+        let ok = match self.message(i) {
+            Msg::Text(s) => m.is_string && m.data.as_ref() == s.as_bytes(),
+            Msg::Binary(b) => !m.is_string && m.data.as_ref() == b.as_slice(),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "message {i} differs: got {} {} bytes, expected {}",
+                if m.is_string { "text" } else { "binary" },
+                m.data.len(),
+                match self.message(i) {
+                    Msg::Text(s) => format!("text {} bytes", s.len()),
+                    Msg::Binary(b) => format!("binary {} bytes", b.len()),
+                }
+            ))
+        }
+    }
+}
+
+/// Sends every message of `script` on `dc` while reading the echoes, and checks each echo.
+pub async fn send_and_verify(dc: &DataChannel, script: Script) -> Result<(), String> {
+    let mut incoming = dc.messages();
+    let send_all = async {
+        for i in 0..script.total() {
+            let sent = match script.message(i) {
+                Msg::Text(s) => dc.send_text(s).await,
+                Msg::Binary(b) => dc.send(Bytes::from(b)).await,
+            };
+            sent.map_err(|e| format!("send of message {i} on {:?}: {e}", dc.label()))?;
+        }
+        Ok::<_, String>(())
+    };
+    let check_all = async {
+        for i in 0..script.total() {
+            let m = incoming.next().await.ok_or_else(|| {
+                format!(
+                    "channel {:?} ended after {i} of {} echoes",
+                    dc.label(),
+                    script.total()
+                )
+            })?;
+            script.check(i, &m)?;
+        }
+        Ok(())
+    };
+    futures::try_join!(send_all, check_all)?;
+    Ok(())
+}
+
+/// Checks each message the peer sends on `dc` against `script` and sends it straight back;
+/// returns after the last one.
+pub async fn echo_and_verify(dc: &DataChannel, script: Script) -> Result<(), String> {
+    let mut incoming = dc.messages();
+    for i in 0..script.total() {
+        let m = incoming.next().await.ok_or_else(|| {
+            format!(
+                "channel {:?} ended after {i} of {} messages",
+                dc.label(),
+                script.total()
+            )
+        })?;
+        script.check(i, &m)?;
+        let sent = match m.text() {
+            Some(text) => dc.send_text(text.to_owned()).await,
+            None => dc.send(m.data).await,
+        };
+        sent.map_err(|e| format!("echo of message {i} on {:?}: {e}", dc.label()))?;
+    }
+    Ok(())
+}
+
+/// Settings for our side: the largest SCTP message we accept (and advertise in the SDP as
+/// `a=max-message-size`), and no extra wait before a peer-reflexive pair is accepted (both
+/// remote stacks reach us from a candidate they never signal).
+pub fn setting_engine(max_message_size: u32) -> SettingEngine {
+    SettingEngineBuilder::new()
+        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(max_message_size))
+        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+        .build()
+}
+
+/// Our peer: one UDP socket on 127.0.0.1.
+pub async fn our_peer(max_message_size: u32) -> PeerConnection {
+    PeerConnection::builder()
+        .bind(["127.0.0.1:0".parse().unwrap()])
+        .setting_engine(setting_engine(max_message_size))
+        .build()
+        .await
+        .expect("build our peer connection")
+}
+
+/// Our complete local description (all candidates) after applying `desc`.
+pub async fn local_sdp_after_gathering(pc: &PeerConnection) -> String {
+    pc.gathering_complete().await;
+    pc.local_description()
+        .await
+        .expect("local description after gathering")
+        .sdp
+}
+
+/// Resolves once `pc` is connected; fails if it fails or closes first.
+pub async fn connected(pc: &PeerConnection) -> Result<(), String> {
+    let mut states = pc.connection_states();
+    while let Some(s) = states.next().await {
+        match s {
+            RTCPeerConnectionState::Connected => return Ok(()),
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                return Err(format!("our connection ended: {s}"));
+            }
+            _ => {}
+        }
+    }
+    Err("connection state stream ended".into())
+}
+
+/// Runs `f` with a time limit; the error names `what`.
+pub async fn bounded<T>(
+    what: &str,
+    limit: Duration,
+    f: impl Future<Output = T>,
+) -> Result<T, String> {
+    let start = Instant::now();
+    tokio::time::timeout(limit, f)
+        .await
+        .map_err(|_| format!("timed out after {:?}: {what}", start.elapsed()))
+}
+
+/// Like [`bounded`] for a fallible future.
+pub async fn step<T>(
+    what: &str,
+    limit: Duration,
+    f: impl Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    bounded(what, limit, f)
+        .await?
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// The crate root (where `Cargo.toml` is).
+pub fn crate_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Finds `name` on `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+pub fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Fails the test: a dependency is missing.
+pub fn missing(what: &str) -> ! {
+    panic!(
+        "\n\n{what}\nInstall the interop test dependencies with `{INSTALL_SCRIPT}` \
+         (as root; see tests/interop/README.md).\n\n"
+    )
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `<temp>/<prefix>-<pid>-<nanos>`. Also removes directories of the same prefix left
+    /// by test processes that no longer exist (killed before they could clean up).
+    pub fn new(prefix: &str) -> Self {
+        if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+                    continue;
+                };
+                let pid = rest.trim_start_matches('-').split('-').next().unwrap_or("");
+                if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // Chromium may still be writing for a moment after it was killed; retry briefly.
+        for _ in 0..20 {
+            if std::fs::remove_dir_all(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("warning: could not remove {}", self.0.display());
+    }
+}
+
+/// A child process started in a process group of its own, under a small `sh` watchdog that
+/// leads the group.
+///
+/// Dropping the guard (also while unwinding from a panic) kills the whole group — the child and
+/// everything it started — and reaps it; with a `marker` path, it also kills every process
+/// whose command line contains that (unique) path: descendants that left the group. If the
+/// test process dies without unwinding (SIGKILL; Ctrl-C, which does not reach a background
+/// process group), the watchdog's stdin — a pipe only the test process holds — reaches EOF and
+/// the watchdog kills the group. When the child exits by itself, the watchdog kills the rest
+/// of the group and exits too.
+///
+/// The child's standard streams are `/dev/null`.
+pub struct ProcessGroupGuard {
+    child: Child,
+    name: &'static str,
+    marker: Option<PathBuf>,
+}
+
+/// `sh -c WATCHDOG sh <program> <args>...`, stdin a pipe from the test process. (`<&3` is
+/// explicit because a background job's stdin is otherwise `/dev/null`.)
+const WATCHDOG: &str = r#"exec 3<&0
+{ read -r _ <&3; kill -KILL 0; } &
+"$@" </dev/null 3<&-
+kill -KILL 0"#;
+
+impl ProcessGroupGuard {
+    pub fn spawn(name: &'static str, cmd: Command, marker: Option<&Path>) -> std::io::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        use std::process::Stdio;
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(WATCHDOG)
+            .arg("sh")
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => sh.env(k, v),
+                None => sh.env_remove(k),
+            };
+        }
+        if let Some(dir) = cmd.get_current_dir() {
+            sh.current_dir(dir);
+        }
+        let child = sh.spawn()?;
+        Ok(Self {
+            child,
+            name,
+            marker: marker.map(Path::to_path_buf),
+        })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some(status)` if the child has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for ProcessGroupGuard {
+    fn drop(&mut self) {
+        let pgid = self.child.id();
+        drop(self.child.stdin.take()); // tells the watchdog, in case `kill` fails below
+        // The group id is the child's pid (process_group(0)); kill the group first so that
+        // grandchildren (the browser) go too, then the child itself.
+        let killed = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .stderr(std::process::Stdio::null())
+            .status();
+        if !killed.is_ok_and(|s| s.success()) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        if let Some(marker) = &self.marker {
+            for pid in processes_mentioning(marker) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+        // Wait (briefly) until no process of the group is left (zombies aside: their new
+        // parent reaps them).
+        for _ in 0..100 {
+            if live_group_members(pgid).is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "warning: processes of {} (group {pgid}) still alive: {:?}",
+            self.name,
+            live_group_members(pgid)
+        );
+    }
+}
+
+/// Pids of the live processes whose command line contains `marker`.
+pub fn processes_mentioning(marker: &Path) -> Vec<u32> {
+    let needle = marker.as_os_str().as_encoded_bytes();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    dir.filter_map(|e| {
+        let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        (pid != me && cmdline.windows(needle.len()).any(|w| w == needle)).then_some(pid)
+    })
+    .collect()
+}
+
+/// Pids of the processes in process group `pgid` that are not zombies (from `/proc`).
+pub fn live_group_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid pgrp ..."; comm may contain spaces and parentheses.
+        let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+        let state = rest.next()?;
+        let pgrp: u32 = rest.nth(1)?.parse().ok()?;
+        (pgrp == pgid && state != "Z" && state != "X").then_some(pid)
+    })
+    .collect()
+}
