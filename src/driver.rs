@@ -9,7 +9,7 @@
 //! polled again.
 
 use std::{
-    collections::HashMap,
+    collections::BTreeMap,
     future::Future,
     net::SocketAddr,
     pin::Pin,
@@ -55,8 +55,8 @@ const DATAGRAMS_PER_ROUND: usize = 64;
 const MIN_IMMEDIATE_TIMEOUT_INTERVAL: Duration = Duration::from_millis(1);
 /// DTLS records kept for replay while ICE is not connected yet.
 const EARLY_DTLS_MAX: usize = 16;
-/// Receive buffer size; larger than any datagram the stack sends.
-const RECV_BUFFER: usize = 2048;
+/// Upper bound of one send batch (segmentation offload takes at most 64 KiB).
+const MAX_BATCH_BYTES: usize = 60 * 1024;
 
 /// The answer to a command.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
@@ -107,6 +107,13 @@ pub(crate) enum Command {
     },
 }
 
+/// Datagrams gathered for one segmented send.
+struct TxBatch {
+    socket: usize,
+    peer: SocketAddr,
+    segment_size: usize,
+}
+
 /// A bound socket and the exact address the core knows it by.
 pub(crate) struct Socket {
     pub(crate) sock: Arc<dyn AsyncUdpSocket>,
@@ -142,9 +149,13 @@ pub(crate) struct Driver {
     timer_deadline: Option<Instant>,
     last_immediate_timeout: Option<Instant>,
     recv_buf: Vec<u8>,
-    /// A datagram the socket could not take yet.
-    blocked_tx: Option<TaggedBytesMut>,
-    channels: HashMap<RTCDataChannelId, Channel>,
+    /// The batch in `tx_buf`, waiting for the socket.
+    tx_batch: Option<TxBatch>,
+    tx_buf: Vec<u8>,
+    /// A datagram taken from the core that did not fit the previous batch.
+    tx_next: Option<TaggedBytesMut>,
+    /// Ordered by id, so that whatever walks the channels does so in the same order every run.
+    channels: BTreeMap<RTCDataChannelId, Channel>,
     /// Channels closing locally, waiting for their sent data to be delivered.
     closing: Vec<RTCDataChannelId>,
     /// Channels the core reported closed, waiting for their received messages to be read
@@ -177,6 +188,11 @@ impl Driver {
         config: DriverConfig,
     ) -> Self {
         let timer = runtime.new_timer(runtime.now() + Duration::from_secs(3600));
+        let recv_buffer = sockets
+            .iter()
+            .map(|s| s.sock.recv_buffer_size())
+            .max()
+            .unwrap_or(2048);
         Self {
             core,
             runtime,
@@ -187,9 +203,11 @@ impl Driver {
             timer,
             timer_deadline: None,
             last_immediate_timeout: None,
-            recv_buf: vec![0; RECV_BUFFER],
-            blocked_tx: None,
-            channels: HashMap::new(),
+            recv_buf: vec![0; recv_buffer],
+            tx_batch: None,
+            tx_buf: Vec::new(),
+            tx_next: None,
+            channels: BTreeMap::new(),
             busy: Vec::new(),
             closing: Vec::new(),
             closed: Vec::new(),
@@ -643,47 +661,93 @@ impl Driver {
     }
 
     /// Sends what the core has to send. Returns whether anything was sent.
+    ///
+    /// Consecutive datagrams for the same socket and peer, all of the first one's size (the
+    /// last may be shorter), go out as one batch where the socket supports segmentation
+    /// offload: one system call instead of dozens.
     fn drain_writes(&mut self, cx: &mut Context<'_>) -> bool {
         let mut any = false;
         loop {
-            let tx = match self.blocked_tx.take() {
-                Some(tx) => tx,
-                None => match self.core.poll_write() {
+            if self.tx_batch.is_none() {
+                let first = match self.tx_next.take() {
                     Some(tx) => tx,
-                    None => return any,
-                },
-            };
-            let Some(sock) = self.socket_for(tx.transport.local_addr) else {
-                debug!(
-                    "no socket for {}: datagram dropped",
-                    tx.transport.local_addr
-                );
+                    None => match self.core.poll_write() {
+                        Some(tx) => tx,
+                        None => return any,
+                    },
+                };
+                let Some(socket) = self.socket_index(first.transport.local_addr) else {
+                    debug!(
+                        "no socket for {}: datagram dropped",
+                        first.transport.local_addr
+                    );
+                    continue;
+                };
+                self.fill_batch(socket, first);
+            }
+            let Some(batch) = &self.tx_batch else {
                 continue;
             };
-            match sock.poll_send_to(cx, &tx.message, tx.transport.peer_addr) {
-                Poll::Ready(Ok(_)) => any = true,
-                Poll::Ready(Err(e)) => {
-                    debug!("send to {} failed: {e}", tx.transport.peer_addr);
+            let sock = &self.sockets[batch.socket].sock;
+            match sock.poll_send_segments(cx, &self.tx_buf, batch.segment_size, batch.peer) {
+                Poll::Ready(r) => {
+                    if let Err(e) = r {
+                        debug!("send to {} failed: {e}", batch.peer);
+                    }
                     any = true;
+                    self.tx_batch = None;
                 }
-                Poll::Pending => {
-                    self.blocked_tx = Some(tx);
-                    return any;
-                }
+                Poll::Pending => return any,
             }
         }
     }
 
-    fn socket_for(&self, local: SocketAddr) -> Option<Arc<dyn AsyncUdpSocket>> {
+    /// Starts a batch with `first` and adds the core's next datagrams while they fit.
+    fn fill_batch(&mut self, socket: usize, first: TaggedBytesMut) {
+        let peer = first.transport.peer_addr;
+        let segment_size = first.message.len().max(1);
+        let max_segments = self.sockets[socket]
+            .sock
+            .max_send_segments()
+            .min(MAX_BATCH_BYTES / segment_size)
+            .max(1);
+        self.tx_buf.clear();
+        self.tx_buf.extend_from_slice(&first.message);
+        let mut segments = 1;
+        while segments < max_segments {
+            let Some(next) = self.core.poll_write() else {
+                break;
+            };
+            let fits = next.transport.peer_addr == peer
+                && self.socket_index(next.transport.local_addr) == Some(socket)
+                && !next.message.is_empty()
+                && next.message.len() <= segment_size;
+            if !fits {
+                self.tx_next = Some(next);
+                break;
+            }
+            self.tx_buf.extend_from_slice(&next.message);
+            segments += 1;
+            if next.message.len() < segment_size {
+                break; // only the last segment may be short
+            }
+        }
+        self.tx_batch = Some(TxBatch {
+            socket,
+            peer,
+            segment_size,
+        });
+    }
+
+    fn socket_index(&self, local: SocketAddr) -> Option<usize> {
         self.sockets
             .iter()
-            .find(|s| s.addr == local)
+            .position(|s| s.addr == local)
             .or_else(|| {
                 self.sockets
                     .iter()
-                    .find(|s| s.addr.is_ipv4() == local.is_ipv4())
+                    .position(|s| s.addr.is_ipv4() == local.is_ipv4())
             })
-            .map(|s| s.sock.clone())
     }
 
     /// Updates each channel's buffered amount from the core, wakes blocked senders and
@@ -718,38 +782,54 @@ impl Driver {
         for i in 0..self.sockets.len() {
             let local = self.sockets[i].addr;
             for _ in 0..DATAGRAMS_PER_ROUND {
-                match self.sockets[i].sock.poll_recv_from(cx, &mut self.recv_buf) {
-                    Poll::Ready(Ok((n, peer))) => {
-                        any = true;
-                        let datagram = &self.recv_buf[..n];
-                        let packet = || TaggedBytesMut {
-                            now: self.runtime.now(),
-                            transport: TransportContext {
-                                local_addr: local,
-                                peer_addr: peer,
-                                transport_protocol: TransportProtocol::UDP,
-                                ecn: None,
-                            },
-                            message: BytesMut::from(datagram),
-                        };
-                        // RFC 7983: first byte 20..=63 is DTLS.
-                        let is_dtls = matches!(datagram.first(), Some(20..=63));
-                        if !self.ice_connected && is_dtls && self.early_dtls.len() < EARLY_DTLS_MAX
-                        {
-                            self.early_dtls.push(packet());
-                        }
-                        let _ = self.core.handle_read(packet());
-                    }
+                let (len, stride, peer) = match self.sockets[i]
+                    .sock
+                    .poll_recv_segments(cx, &mut self.recv_buf)
+                {
+                    Poll::Ready(Ok(r)) => r,
                     Poll::Ready(Err(e)) => {
                         // e.g. ICMP port unreachable reported on the next receive
                         trace!("recv on {local}: {e}");
                         any = true;
+                        continue;
                     }
                     Poll::Pending => break,
+                };
+                any = true;
+                let now = self.runtime.now();
+                let received = std::mem::take(&mut self.recv_buf);
+                for datagram in received[..len.min(received.len())].chunks(stride.max(1)) {
+                    self.handle_datagram(now, local, peer, datagram);
                 }
+                self.recv_buf = received;
             }
         }
         any
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        peer: SocketAddr,
+        datagram: &[u8],
+    ) {
+        let packet = || TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: local,
+                peer_addr: peer,
+                transport_protocol: TransportProtocol::UDP,
+                ecn: None,
+            },
+            message: BytesMut::from(datagram),
+        };
+        // RFC 7983: first byte 20..=63 is DTLS.
+        let is_dtls = matches!(datagram.first(), Some(20..=63));
+        if !self.ice_connected && is_dtls && self.early_dtls.len() < EARLY_DTLS_MAX {
+            self.early_dtls.push(packet());
+        }
+        let _ = self.core.handle_read(packet());
     }
 
     /// Handles an expired deadline. Returns whether a timeout was handled.
@@ -803,7 +883,8 @@ impl Driver {
         }
         self.drain_events();
         // Best effort: the close_notify and SCTP ABORT go out now or not at all.
-        self.blocked_tx = None;
+        self.tx_batch = None;
+        self.tx_next = None;
         self.drain_writes(cx);
         // Release the ports now: `close()` returns after this.
         self.sockets.clear();
@@ -815,7 +896,7 @@ impl Driver {
         ));
         hub.close();
         drop(hub);
-        for (_, ch) in self.channels.drain() {
+        for (_, ch) in std::mem::take(&mut self.channels) {
             ch.dc.set_state(RTCDataChannelState::Closed);
         }
         self.parked = None;

@@ -140,6 +140,48 @@ pub trait AsyncUdpSocket: Send + Sync + Debug + 'static {
 
     /// The address the socket is bound to.
     fn local_addr(&self) -> io::Result<SocketAddr>;
+
+    /// How many datagrams [`poll_send_segments`](Self::poll_send_segments) may carry in one
+    /// call: more than 1 where the platform offers segmentation offload (GSO).
+    fn max_send_segments(&self) -> usize {
+        1
+    }
+
+    /// Sends `buf` to `target` as consecutive datagrams of `segment_size` bytes (the last may
+    /// be shorter), in one operation where the platform allows it. `buf` holds at most
+    /// [`max_send_segments`](Self::max_send_segments) segments.
+    ///
+    /// The default sends a single datagram and suits sockets whose `max_send_segments` is 1.
+    fn poll_send_segments(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        segment_size: usize,
+        target: SocketAddr,
+    ) -> Poll<io::Result<()>> {
+        debug_assert!(buf.len() <= segment_size);
+        self.poll_send_to(cx, buf, target).map_ok(|_| ())
+    }
+
+    /// Receives into `buf` one datagram, or several of equal size coalesced by the platform
+    /// (GRO). Returns the total length, the size of each datagram (`stride`; the last may be
+    /// shorter) and the source.
+    ///
+    /// The default receives one datagram (`stride == len`).
+    fn poll_recv_segments(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, usize, SocketAddr)>> {
+        self.poll_recv_from(cx, buf)
+            .map_ok(|(len, from)| (len, len, from))
+    }
+
+    /// The receive buffer [`poll_recv_segments`](Self::poll_recv_segments) needs: larger than
+    /// one datagram where the platform coalesces received datagrams.
+    fn recv_buffer_size(&self) -> usize {
+        2048
+    }
 }
 
 /// Socket buffer size asked of the kernel (which caps it at `net.core.rmem_max` /

@@ -2,22 +2,25 @@
 
 use std::{
     future::Future,
-    io,
+    io::{self, IoSliceMut},
     net::SocketAddr,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::Instant,
 };
 
-use tokio::{io::ReadBuf, runtime::Handle, time::Sleep};
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use tokio::{io::Interest, runtime::Handle, time::Sleep};
 
 use super::{AsyncTimer, AsyncUdpSocket, Runtime};
 
 /// The Tokio runtime: tasks, timers and sockets of one Tokio [`Handle`].
 ///
 /// Needs Tokio's `net`, `time` and `rt` features (enabled by this crate's `runtime-tokio`
-/// feature) and a runtime with time and I/O drivers enabled (`enable_all()`).
+/// feature) and a runtime with time and I/O drivers enabled (`enable_all()`). Sockets use
+/// segmentation offload (GSO) and receive coalescing (GRO) where the OS offers them, through
+/// `quinn-udp`.
 #[derive(Debug, Clone)]
 pub struct TokioRuntime {
     handle: Handle,
@@ -59,10 +62,12 @@ impl Runtime for TokioRuntime {
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         socket.set_nonblocking(true)?;
+        let state = UdpSocketState::new((&socket).into())?;
         let _guard = self.handle.enter();
-        Ok(Arc::new(TokioUdpSocket(tokio::net::UdpSocket::from_std(
-            socket,
-        )?)))
+        Ok(Arc::new(TokioUdpSocket {
+            io: tokio::net::UdpSocket::from_std(socket)?,
+            state,
+        }))
     }
 }
 
@@ -80,7 +85,10 @@ impl AsyncTimer for TokioTimer {
 }
 
 #[derive(Debug)]
-struct TokioUdpSocket(tokio::net::UdpSocket);
+struct TokioUdpSocket {
+    io: tokio::net::UdpSocket,
+    state: UdpSocketState,
+}
 
 impl AsyncUdpSocket for TokioUdpSocket {
     fn poll_recv_from(
@@ -88,12 +96,9 @@ impl AsyncUdpSocket for TokioUdpSocket {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
-        let mut read = ReadBuf::new(buf);
-        match self.0.poll_recv_from(cx, &mut read) {
-            Poll::Ready(Ok(from)) => Poll::Ready(Ok((read.filled().len(), from))),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+        let mut read = tokio::io::ReadBuf::new(buf);
+        let from = ready!(self.io.poll_recv_from(cx, &mut read))?;
+        Poll::Ready(Ok((read.filled().len(), from)))
     }
 
     fn poll_send_to(
@@ -102,10 +107,72 @@ impl AsyncUdpSocket for TokioUdpSocket {
         buf: &[u8],
         target: SocketAddr,
     ) -> Poll<io::Result<usize>> {
-        self.0.poll_send_to(cx, buf, target)
+        self.io.poll_send_to(cx, buf, target)
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.io.local_addr()
+    }
+
+    fn max_send_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    fn poll_send_segments(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        segment_size: usize,
+        target: SocketAddr,
+    ) -> Poll<io::Result<()>> {
+        let transmit = Transmit {
+            destination: target,
+            ecn: None,
+            contents: buf,
+            segment_size: (buf.len() > segment_size).then_some(segment_size),
+            src_ip: None,
+        };
+        loop {
+            ready!(self.io.poll_send_ready(cx))?;
+            // Errors other than WouldBlock are logged by quinn-udp and reported as sent: UDP
+            // loss is recovered by the protocols above.
+            match self.io.try_io(Interest::WRITABLE, || {
+                self.state.send((&self.io).into(), &transmit)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn poll_recv_segments(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, usize, SocketAddr)>> {
+        loop {
+            ready!(self.io.poll_recv_ready(cx))?;
+            let mut meta = [RecvMeta::default()];
+            let mut bufs = [IoSliceMut::new(buf)];
+            match self.io.try_io(Interest::READABLE, || {
+                self.state.recv((&self.io).into(), &mut bufs, &mut meta)
+            }) {
+                Ok(_) => {
+                    let m = &meta[0];
+                    return Poll::Ready(Ok((m.len, m.stride.max(1), m.addr)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn recv_buffer_size(&self) -> usize {
+        // GRO delivers up to 64 KiB of coalesced datagrams at once.
+        if self.state.gro_segments() > 1 {
+            64 * 1024
+        } else {
+            2048
+        }
     }
 }
