@@ -128,8 +128,6 @@ pub(crate) struct DriverConfig {
 
 struct Channel {
     dc: Arc<DcShared>,
-    /// Announced to the application (always true for local channels).
-    announced: bool,
     /// Buffered amount at the last refresh, to detect the fall below the low threshold.
     last_buffered: usize,
     /// Listed in `Driver::busy`.
@@ -148,7 +146,8 @@ pub(crate) struct Driver {
     timer: Pin<Box<dyn AsyncTimer>>,
     timer_deadline: Option<Instant>,
     last_immediate_timeout: Option<Instant>,
-    recv_buf: Vec<u8>,
+    /// Receive buffer size the sockets need.
+    recv_buffer: usize,
     /// The batch in `tx_buf`, waiting for the socket.
     tx_batch: Option<TxBatch>,
     tx_buf: Vec<u8>,
@@ -203,7 +202,7 @@ impl Driver {
             timer,
             timer_deadline: None,
             last_immediate_timeout: None,
-            recv_buf: vec![0; recv_buffer],
+            recv_buffer,
             tx_batch: None,
             tx_buf: Vec::new(),
             tx_next: None,
@@ -273,12 +272,12 @@ impl Driver {
                     .core
                     .set_local_description(now, *desc)
                     .map_err(|e| Error::InvalidSessionDescription(e.into()));
-                let ok = r.is_ok();
-                let _ = reply.send(r);
-                if ok && !self.gathered {
+                if r.is_ok() && !self.gathered {
                     self.gathered = true;
                     self.gather();
                 }
+                // Replied after gathering: the local description now holds the candidates.
+                let _ = reply.send(r);
             }
             Command::SetRemoteDescription { desc, reply } => {
                 let r = self
@@ -384,13 +383,13 @@ impl Driver {
             .create_data_channel(label, Some(init))
             .map_err(invalid_op)?
             .id();
-        let dc = self.register_channel(id, true).ok_or(Error::Closed)?;
+        let dc = self.register_channel(id).ok_or(Error::Closed)?;
         lock(&self.shared.hub).announce_local_channel(&dc);
         Ok(dc)
     }
 
     /// Creates the shared state of channel `id` from the core's view of it.
-    fn register_channel(&mut self, id: RTCDataChannelId, announced: bool) -> Option<Arc<DcShared>> {
+    fn register_channel(&mut self, id: RTCDataChannelId) -> Option<Arc<DcShared>> {
         let max_message_size = self.max_message_size();
         let core_dc = self.core.data_channel(id)?;
         let dc = Arc::new(DcShared::new(
@@ -420,7 +419,6 @@ impl Driver {
             id,
             Channel {
                 dc: dc.clone(),
-                announced,
                 last_buffered: 0,
                 busy: false,
             },
@@ -558,33 +556,22 @@ impl Driver {
     fn handle_channel_event(&mut self, ev: RTCDataChannelEvent) {
         match ev {
             RTCDataChannelEvent::OnOpen(id) => {
-                let max = self.max_message_size();
-                let stream_id = self.core.data_channel(id).and_then(|d| d.stream_id());
-                let dc = match self.channels.get_mut(&id) {
-                    Some(ch) => {
-                        let announce = !ch.announced;
-                        ch.announced = true;
-                        announce
-                            .then(|| ch.dc.clone())
-                            .map(Err)
-                            .unwrap_or(Ok(ch.dc.clone()))
-                    }
-                    None => match self.register_channel(id, true) {
-                        Some(dc) => Err(dc),
+                // A known id is a local channel (or one already announced); an unknown one was
+                // opened by the remote peer.
+                let (dc, remote) = match self.channels.get(&id) {
+                    Some(ch) => (ch.dc.clone(), false),
+                    None => match self.register_channel(id) {
+                        Some(dc) => (dc, true),
                         None => return,
                     },
                 };
-                // Ok: known channel; Err: a channel the remote opened, to announce.
-                let (dc, announce) = match dc {
-                    Ok(dc) => (dc, false),
-                    Err(dc) => (dc, true),
-                };
-                if let Some(sid) = stream_id {
+                if let Some(sid) = self.core.data_channel(id).and_then(|d| d.stream_id()) {
                     dc.stream_id.store(sid as usize, Ordering::Release);
                 }
-                dc.max_message_size.store(max, Ordering::Release);
+                dc.max_message_size
+                    .store(self.max_message_size(), Ordering::Release);
                 dc.set_state(RTCDataChannelState::Open);
-                if announce {
+                if remote {
                     self.publish(Raw::DataChannel(dc));
                 }
             }
@@ -635,7 +622,7 @@ impl Driver {
         };
         if !self.channels.contains_key(&id)
             && open_in_core(&mut self.core)
-            && self.register_channel(id, true).is_some()
+            && self.register_channel(id).is_some()
         {
             // A message overtook the channel's open event: announce the channel now.
             if let Some(ch) = self.channels.get(&id) {
@@ -778,33 +765,40 @@ impl Driver {
     // ---- input ------------------------------------------------------------------------------
 
     fn poll_sockets(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut any = false;
-        for i in 0..self.sockets.len() {
-            let local = self.sockets[i].addr;
-            for _ in 0..DATAGRAMS_PER_ROUND {
-                let (len, stride, peer) = match self.sockets[i]
-                    .sock
-                    .poll_recv_segments(cx, &mut self.recv_buf)
-                {
-                    Poll::Ready(Ok(r)) => r,
-                    Poll::Ready(Err(e)) => {
-                        // e.g. ICMP port unreachable reported on the next receive
-                        trace!("recv on {local}: {e}");
-                        any = true;
-                        continue;
-                    }
-                    Poll::Pending => break,
-                };
-                any = true;
-                let now = self.runtime.now();
-                let received = std::mem::take(&mut self.recv_buf);
-                for datagram in received[..len.min(received.len())].chunks(stride.max(1)) {
-                    self.handle_datagram(now, local, peer, datagram);
-                }
-                self.recv_buf = received;
-            }
+        // One receive buffer per thread, not per connection: it only lives within this call,
+        // and with receive coalescing it is 64 KiB.
+        thread_local! {
+            static RECV_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        any
+        RECV_BUF.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            if buf.len() < self.recv_buffer {
+                buf.resize(self.recv_buffer, 0);
+            }
+            let mut any = false;
+            for i in 0..self.sockets.len() {
+                let local = self.sockets[i].addr;
+                for _ in 0..DATAGRAMS_PER_ROUND {
+                    let (len, stride, peer) =
+                        match self.sockets[i].sock.poll_recv_segments(cx, &mut buf) {
+                            Poll::Ready(Ok(r)) => r,
+                            Poll::Ready(Err(e)) => {
+                                // e.g. ICMP port unreachable reported on the next receive
+                                trace!("recv on {local}: {e}");
+                                any = true;
+                                continue;
+                            }
+                            Poll::Pending => break,
+                        };
+                    any = true;
+                    let now = self.runtime.now();
+                    for datagram in buf[..len.min(buf.len())].chunks(stride.max(1)) {
+                        self.handle_datagram(now, local, peer, datagram);
+                    }
+                }
+            }
+            any
+        })
     }
 
     fn handle_datagram(

@@ -73,6 +73,9 @@ pub mod embassy;
 #[cfg(feature = "runtime-embassy")]
 pub use self::embassy::EmbassyRuntime;
 
+#[cfg(feature = "runtime-sim")]
+pub mod sim;
+
 /// An async executor, reactor and clock, as the connection driver sees them.
 pub trait Runtime: Send + Sync + Debug + 'static {
     /// Runs `future` to completion in the background.
