@@ -93,6 +93,7 @@
 //! | `runtime-smol` | `runtime::SmolRuntime` |
 //! | `runtime-async-std` | `runtime::AsyncStdRuntime` (async-std is discontinued upstream) |
 //! | `runtime-embassy` | `runtime::EmbassyRuntime` (experimental; hosted only) |
+//! | `runtime-sim` | `runtime::sim::SimRuntime`: deterministic simulation for tests |
 //!
 //! The runtime is chosen per connection ([`PeerConnectionBuilder::runtime`]); any type that
 //! implements [`runtime::Runtime`] works.
