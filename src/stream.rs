@@ -212,8 +212,9 @@ impl<T> Drop for Receiver<T> {
 /// [`PeerConnection::close`](crate::PeerConnection::close) or when the last handle is
 /// dropped).
 ///
-/// A subscriber that stops reading never slows anyone else down: once it has fallen
-/// [`DEFAULT_EVENT_CAPACITY`](crate::PeerConnectionBuilder::event_capacity) events behind,
+/// A subscriber that stops reading never slows anyone else down: once it has fallen more
+/// than the connection's event capacity behind (default 1024,
+/// [`PeerConnectionBuilder::event_capacity`](crate::PeerConnectionBuilder::event_capacity)),
 /// its oldest unread events are discarded and counted in [`missed`](Self::missed).
 #[must_use = "streams do nothing unless polled"]
 pub struct EventStream<T> {
@@ -227,15 +228,7 @@ impl<T> EventStream<T> {
         R: Clone + Send + 'static,
         F: FnMut(R) -> Option<T> + Send + 'static,
     {
-        Self {
-            inner: Box::new(Broadcast {
-                first,
-                rx,
-                convert,
-                missed: 0,
-                lag: None,
-            }),
-        }
+        Self::build(first, rx, convert, None)
     }
 
     /// Like [`new`](Self::new), and also yields `lag(n)` in-band where `n` events were missed.
@@ -250,13 +243,22 @@ impl<T> EventStream<T> {
         R: Clone + Send + 'static,
         F: FnMut(R) -> Option<T> + Send + 'static,
     {
+        Self::build(first, rx, convert, Some(lag))
+    }
+
+    fn build<R, F>(first: Option<T>, rx: Receiver<R>, convert: F, lag: Option<fn(u64) -> T>) -> Self
+    where
+        T: Send + 'static,
+        R: Clone + Send + 'static,
+        F: FnMut(R) -> Option<T> + Send + 'static,
+    {
         Self {
             inner: Box::new(Broadcast {
                 first,
                 rx,
                 convert,
                 missed: 0,
-                lag: Some(lag),
+                lag,
             }),
         }
     }

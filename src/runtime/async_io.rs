@@ -10,9 +10,9 @@ use std::{
 };
 
 use async_io::{Async, Timer};
-use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use quinn_udp::UdpSocketState;
 
-use super::{AsyncTimer, AsyncUdpSocket};
+use super::{AsyncTimer, AsyncUdpSocket, udp};
 
 /// A resettable `async-io` timer.
 #[derive(Debug)]
@@ -96,16 +96,8 @@ impl AsyncUdpSocket for AsyncIoUdpSocket {
         segment_size: usize,
         target: SocketAddr,
     ) -> Poll<io::Result<()>> {
-        let transmit = Transmit {
-            destination: target,
-            ecn: None,
-            contents: buf,
-            segment_size: (buf.len() > segment_size).then_some(segment_size),
-            src_ip: None,
-        };
         loop {
-            // Errors other than WouldBlock are logged by quinn-udp and reported as sent.
-            match self.1.send(self.0.get_ref().into(), &transmit) {
+            match udp::send(&self.1, self.0.get_ref().into(), buf, segment_size, target) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 r => return Poll::Ready(r),
             }
@@ -121,15 +113,9 @@ impl AsyncUdpSocket for AsyncIoUdpSocket {
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, usize, SocketAddr)>> {
         loop {
-            let mut meta = [RecvMeta::default()];
-            let mut bufs = [io::IoSliceMut::new(&mut *buf)];
-            match self.1.recv(self.0.get_ref().into(), &mut bufs, &mut meta) {
-                Ok(_) => {
-                    let m = &meta[0];
-                    return Poll::Ready(Ok((m.len, m.stride.max(1), m.addr)));
-                }
+            match udp::recv(&self.1, self.0.get_ref().into(), buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
+                r => return Poll::Ready(r),
             }
             if let Err(e) = std::task::ready!(self.0.poll_readable(cx)) {
                 return Poll::Ready(Err(e));
@@ -138,10 +124,6 @@ impl AsyncUdpSocket for AsyncIoUdpSocket {
     }
 
     fn recv_buffer_size(&self) -> usize {
-        if self.1.gro_segments() > 1 {
-            64 * 1024
-        } else {
-            2048
-        }
+        udp::recv_buffer_size(&self.1)
     }
 }

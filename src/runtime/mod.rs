@@ -57,6 +57,13 @@ pub use self::tokio::TokioRuntime;
     feature = "runtime-embassy"
 ))]
 mod async_io;
+#[cfg(any(
+    feature = "runtime-tokio",
+    feature = "runtime-smol",
+    feature = "runtime-async-std",
+    feature = "runtime-embassy"
+))]
+mod udp;
 
 #[cfg(feature = "runtime-smol")]
 mod smol;

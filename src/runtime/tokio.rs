@@ -2,7 +2,7 @@
 
 use std::{
     future::Future,
-    io::{self, IoSliceMut},
+    io,
     net::SocketAddr,
     pin::Pin,
     sync::Arc,
@@ -10,10 +10,10 @@ use std::{
     time::Instant,
 };
 
-use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use quinn_udp::UdpSocketState;
 use tokio::{io::Interest, runtime::Handle, time::Sleep};
 
-use super::{AsyncTimer, AsyncUdpSocket, Runtime};
+use super::{AsyncTimer, AsyncUdpSocket, Runtime, udp};
 
 /// The Tokio runtime: tasks, timers and sockets of one Tokio [`Handle`].
 ///
@@ -125,19 +125,10 @@ impl AsyncUdpSocket for TokioUdpSocket {
         segment_size: usize,
         target: SocketAddr,
     ) -> Poll<io::Result<()>> {
-        let transmit = Transmit {
-            destination: target,
-            ecn: None,
-            contents: buf,
-            segment_size: (buf.len() > segment_size).then_some(segment_size),
-            src_ip: None,
-        };
         loop {
             ready!(self.io.poll_send_ready(cx))?;
-            // Errors other than WouldBlock are logged by quinn-udp and reported as sent: UDP
-            // loss is recovered by the protocols above.
             match self.io.try_io(Interest::WRITABLE, || {
-                self.state.send((&self.io).into(), &transmit)
+                udp::send(&self.state, (&self.io).into(), buf, segment_size, target)
             }) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 r => return Poll::Ready(r),
@@ -152,27 +143,16 @@ impl AsyncUdpSocket for TokioUdpSocket {
     ) -> Poll<io::Result<(usize, usize, SocketAddr)>> {
         loop {
             ready!(self.io.poll_recv_ready(cx))?;
-            let mut meta = [RecvMeta::default()];
-            let mut bufs = [IoSliceMut::new(buf)];
             match self.io.try_io(Interest::READABLE, || {
-                self.state.recv((&self.io).into(), &mut bufs, &mut meta)
+                udp::recv(&self.state, (&self.io).into(), buf)
             }) {
-                Ok(_) => {
-                    let m = &meta[0];
-                    return Poll::Ready(Ok((m.len, m.stride.max(1), m.addr)));
-                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
+                r => return Poll::Ready(r),
             }
         }
     }
 
     fn recv_buffer_size(&self) -> usize {
-        // GRO delivers up to 64 KiB of coalesced datagrams at once.
-        if self.state.gro_segments() > 1 {
-            64 * 1024
-        } else {
-            2048
-        }
+        udp::recv_buffer_size(&self.state)
     }
 }
