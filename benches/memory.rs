@@ -2,7 +2,7 @@
 //! create/connect/close/drop of 20 pairs (leak per connection; goal 0). This crate and
 //! `webrtc` 0.21.1, each measured in a fresh child process of this binary, in the same run.
 //!
-//! `cargo bench --bench memory` (`PAIRS=n`, default 100).
+//! `cargo bench --bench memory` (`PAIRS=n`, default 100; `ROUNDS=n` leak rounds, default 10).
 
 mod common;
 
@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use common::*;
 
-const LEAK_ROUNDS: usize = 10;
 const LEAK_PAIRS: usize = 20;
+
+fn leak_rounds() -> usize {
+    env_usize("ROUNDS", 10).max(3)
+}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -79,8 +82,9 @@ fn idle(lib: &str, pairs: usize) {
 fn leak(lib: &str) {
     let rt = runtime();
     rt.block_on(async {
+        let rounds = leak_rounds();
         let mut after_first = 0;
-        for round in 0..LEAK_ROUNDS {
+        for round in 0..rounds {
             let keep = connect(lib, LEAK_PAIRS).await;
             close_all(lib, keep).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -89,7 +93,7 @@ fn leak(lib: &str) {
             }
         }
         let growth = rss_bytes() as i64 - after_first as i64;
-        let connections = ((LEAK_ROUNDS - 2) * LEAK_PAIRS * 2) as i64;
+        let connections = ((rounds - 2) * LEAK_PAIRS * 2) as i64;
         println!("{}", growth / connections);
     });
 }
@@ -134,7 +138,7 @@ fn main() {
     println!(
         "ratio memory per pair (ours / webrtc 0.21.1): {:.2} (target <= 0.8); leak: {} rounds x {} pairs, growth after round 2 (goal 0)",
         ours_idle / anchor_idle,
-        LEAK_ROUNDS,
+        leak_rounds(),
         LEAK_PAIRS
     );
 }
