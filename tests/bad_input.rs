@@ -29,18 +29,6 @@ fn garbage_description(sdp_type: &str) -> RTCSessionDescription {
         .expect("deserialize description")
 }
 
-/// Sends `payload` on `tx` and waits for exactly that message on `rx`.
-async fn round_trip(tx: &DataChannel, rx: &DataChannel, payload: &'static [u8]) {
-    let mut msgs = rx.messages();
-    within("send", tx.send(Bytes::from_static(payload)))
-        .await
-        .expect("send");
-    let m = within("receive", msgs.next())
-        .await
-        .expect("message stream ended");
-    assert_eq!(&m.data[..], payload);
-}
-
 /// Round trips in both directions on a pair's channel.
 async fn both_ways(dc_a: &DataChannel, dc_b: &DataChannel) {
     round_trip(dc_a, dc_b, b"a to b").await;

@@ -58,18 +58,6 @@ async fn peer_at(addr: SocketAddr) -> PeerConnection {
         .expect("build")
 }
 
-/// Sends `payload` on `tx` and waits for exactly that message on `rx`.
-async fn round_trip(tx: &DataChannel, rx: &DataChannel, payload: &'static [u8]) {
-    let mut msgs = rx.messages();
-    within("send", tx.send(Bytes::from_static(payload)))
-        .await
-        .expect("send");
-    let m = within("receive", msgs.next())
-        .await
-        .expect("message stream ended");
-    assert_eq!(&m.data[..], payload);
-}
-
 /// Waits until the channel's ready state reaches `Closed`.
 async fn channel_closes(what: &str, dc: &DataChannel) {
     let mut states = dc.ready_states();

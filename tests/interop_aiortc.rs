@@ -22,7 +22,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
 use interop::{Script, bounded, missing, step};
 use serde_json::{Value, json};
 use tokio::{
@@ -156,22 +155,8 @@ async fn scenario(peer: &mut AiortcPeer, role: Role) -> Result<String, String> {
 
     step("connecting", STEP_LIMIT, interop::connected(&pc)).await?;
     let connected_after = signaling_started.elapsed();
-    let theirs = bounded("aiortc's data channel", STEP_LIMIT, incoming.next())
-        .await?
-        .ok_or("data channel stream ended")?;
-    if theirs.label() != "from-aiortc" {
-        return Err(format!("unexpected channel {:?}", theirs.label()));
-    }
-    step("our channel opening", STEP_LIMIT, async {
-        ours.opened().await.map_err(|e| e.to_string())
-    })
-    .await?;
-    let max = ours.max_message_size();
-    if max != Some(BIG) {
-        return Err(format!(
-            "negotiated max message size {max:?}, expected {BIG}"
-        ));
-    }
+    let theirs =
+        interop::channels_ready(&pc, &mut incoming, &ours, "from-aiortc", BIG, STEP_LIMIT).await?;
 
     let exchange_started = Instant::now();
     let results = json!({ "cmd": "results", "timeout": EXCHANGE_LIMIT.as_secs() });

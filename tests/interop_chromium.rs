@@ -28,7 +28,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
 use interop::{ProcessGroupGuard, Script, TempDir, bounded, missing, step};
 use serde_json::{Value, json};
 use tokio::{
@@ -180,22 +179,8 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
 
     step("connecting", STEP_LIMIT, interop::connected(&pc)).await?;
     let connected_after = signaling_started.elapsed();
-    let theirs = bounded("chromium's data channel", STEP_LIMIT, incoming.next())
-        .await?
-        .ok_or("data channel stream ended")?;
-    if theirs.label() != "from-browser" {
-        return Err(format!("unexpected channel {:?}", theirs.label()));
-    }
-    step("our channel opening", STEP_LIMIT, async {
-        ours.opened().await.map_err(|e| e.to_string())
-    })
-    .await?;
-    let max = ours.max_message_size();
-    if max != Some(BIG) {
-        return Err(format!(
-            "negotiated max message size {max:?}, expected {BIG}"
-        ));
-    }
+    let theirs =
+        interop::channels_ready(&pc, &mut incoming, &ours, "from-browser", BIG, STEP_LIMIT).await?;
 
     let exchange_started = Instant::now();
     // The first failure ends the exchange; a missing message shows as the timeout.
@@ -508,10 +493,10 @@ async fn wait_ready(addr: SocketAddr, driver: &mut ProcessGroupGuard) -> Result<
         if let Some(status) = driver.try_wait() {
             return Err(format!("chromedriver exited: {status}"));
         }
-        if let Ok(v) = webdriver(addr, "GET", "/status", None).await {
-            if v["ready"].as_bool() == Some(true) {
-                return Ok(());
-            }
+        if let Ok(v) = webdriver(addr, "GET", "/status", None).await
+            && v["ready"].as_bool() == Some(true)
+        {
+            return Ok(());
         }
         if Instant::now() > deadline {
             return Err("chromedriver not ready after 20 s".into());

@@ -3,6 +3,7 @@
 
 use std::{future::Future, time::Duration};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use webrtc_streams::{
     DataChannel, PeerConnection, rtc::peer_connection::state::RTCPeerConnectionState,
@@ -93,4 +94,16 @@ pub async fn pair_with_channel(
     within("open a", dc_a.opened()).await.expect("open a");
     within("open b", dc_b.opened()).await.expect("open b");
     (a, b, dc_a, dc_b)
+}
+
+/// Sends `payload` on `tx` and waits for exactly that message on `rx`.
+pub async fn round_trip(tx: &DataChannel, rx: &DataChannel, payload: &'static [u8]) {
+    let mut msgs = rx.messages();
+    within("send", tx.send(Bytes::from_static(payload)))
+        .await
+        .expect("send");
+    let m = within("receive", msgs.next())
+        .await
+        .expect("message stream ended");
+    assert_eq!(&m.data[..], payload);
 }

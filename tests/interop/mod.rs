@@ -15,7 +15,7 @@ use std::{
 use bytes::Bytes;
 use futures::StreamExt;
 use webrtc_streams::{
-    DataChannel, DataChannelMessage, PeerConnection,
+    DataChannel, DataChannelMessage, EventStream, PeerConnection,
     rtc::peer_connection::{
         configuration::setting_engine::{SctpMaxMessageSize, SettingEngine, SettingEngineBuilder},
         state::RTCPeerConnectionState,
@@ -52,7 +52,7 @@ impl Script {
         if i >= COUNT {
             return Msg::Binary((0..self.big).map(|j| ((j * 13 + 7) % 251) as u8).collect());
         }
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             let mut s = format!("msg {i} ");
             for _ in 0..i % 5 {
                 s.push_str("\u{e9}\u{4e2d}\u{1F600}");
@@ -183,6 +183,37 @@ pub async fn connected(pc: &PeerConnection) -> Result<(), String> {
         }
     }
     Err("connection state stream ended".into())
+}
+
+/// Waits, each step within `limit`, until `pc` is connected, the peer's channel labelled
+/// `their_label` has arrived on `incoming` and `ours` is open with a negotiated maximum message
+/// size of `max_message_size`. Returns the peer's channel.
+pub async fn channels_ready(
+    pc: &PeerConnection,
+    incoming: &mut EventStream<DataChannel>,
+    ours: &DataChannel,
+    their_label: &str,
+    max_message_size: usize,
+    limit: Duration,
+) -> Result<DataChannel, String> {
+    step("connecting", limit, connected(pc)).await?;
+    let theirs = bounded("the peer's data channel", limit, incoming.next())
+        .await?
+        .ok_or("data channel stream ended")?;
+    if theirs.label() != their_label {
+        return Err(format!("unexpected channel {:?}", theirs.label()));
+    }
+    step("our channel opening", limit, async {
+        ours.opened().await.map_err(|e| e.to_string())
+    })
+    .await?;
+    let max = ours.max_message_size();
+    if max != Some(max_message_size) {
+        return Err(format!(
+            "negotiated max message size {max:?}, expected {max_message_size}"
+        ));
+    }
+    Ok(theirs)
 }
 
 /// Runs `f` with a time limit; the error names `what`.
