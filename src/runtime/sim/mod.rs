@@ -477,6 +477,34 @@ impl SimHandle {
         drop(old);
     }
 
+    /// Puts a datagram on the network as if a socket bound on `from` had sent it to `to`:
+    /// `from` need not be bound, and may be the address of another host's socket. This is
+    /// what an attacker who forges source addresses can do on a real network, for tests of
+    /// hostile traffic. The datagram meets the same drop filter and link conditions as any
+    /// other (those of the link from `from`'s host to `to`'s host).
+    ///
+    /// ```
+    /// use webrtc_streams::runtime::sim::SimRuntime;
+    ///
+    /// let sim = SimRuntime::new(0);
+    /// let victim = "10.0.0.2:50000".parse().unwrap();
+    /// let spoofed = "10.0.0.1:49152".parse().unwrap(); // the victim's peer, say
+    /// sim.inject(spoofed, victim, &[0x16, 0xfe, 0xfd]);
+    /// assert_eq!(sim.network_stats().sent, 1);
+    /// ```
+    pub fn inject(&self, from: SocketAddr, to: SocketAddr, payload: &[u8]) {
+        let mut world = lock(&self.inner.world);
+        let world = &mut *world;
+        let now = world.now;
+        let seq = &mut world.seq;
+        let mut next_seq = || {
+            *seq += 1;
+            *seq
+        };
+        let data = bytes::Bytes::copy_from_slice(payload);
+        world.net.transmit(now, &mut next_seq, from, to, data);
+    }
+
     /// What the network has done so far.
     pub fn network_stats(&self) -> NetworkStats {
         lock(&self.inner.world).net.stats

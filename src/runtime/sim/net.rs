@@ -325,7 +325,7 @@ impl Network {
     }
 
     /// Puts a datagram on the link from `from` to `to` at time `now`.
-    fn transmit(
+    pub(super) fn transmit(
         &mut self,
         now: Duration,
         seq: &mut dyn FnMut() -> u64,
