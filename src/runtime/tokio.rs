@@ -60,6 +60,13 @@ impl Runtime for TokioRuntime {
         ))))
     }
 
+    /// Tokio's clock: the same one its timers use, so that a runtime whose clock is paused
+    /// (`tokio::time::pause`, `#[tokio::test(start_paused = true)]`) drives connections on
+    /// virtual time instead of spinning on deadlines its timers consider far away.
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         socket.set_nonblocking(true)?;
         let state = UdpSocketState::new((&socket).into())?;
