@@ -6,7 +6,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll, Waker},
 };
@@ -27,10 +27,10 @@ use crate::{
 /// [`PeerConnectionBuilder::data_channel_high_water_mark`](crate::PeerConnectionBuilder::data_channel_high_water_mark).
 pub const DEFAULT_HIGH_WATER_MARK: usize = 1024 * 1024;
 
-/// How many bytes of received messages a channel holds for its reader before the connection
-/// stops reading from SCTP, unless changed with
-/// [`PeerConnectionBuilder::data_channel_inbox_capacity`](crate::PeerConnectionBuilder::data_channel_inbox_capacity).
-pub const DEFAULT_INBOX_CAPACITY: usize = 1024 * 1024;
+/// How many bytes of received messages a connection holds for the readers of all its data
+/// channels together before it stops reading from SCTP, unless changed with
+/// [`PeerConnectionBuilder::receive_budget`](crate::PeerConnectionBuilder::receive_budget).
+pub const DEFAULT_RECEIVE_BUDGET: usize = 2 * 1024 * 1024;
 
 /// One message received on a data channel.
 #[derive(Clone, PartialEq, Eq)]
@@ -99,8 +99,62 @@ pub(crate) struct DcShared {
     /// Notified when sending may proceed: the buffer drained or the state changed.
     pub(crate) writable: Event,
     pub(crate) inbox: Mutex<Inbox>,
-    pub(crate) inbox_capacity: usize,
+    /// The connection's receive budget, shared by all its channels' inboxes.
+    pub(crate) budget: Arc<ReceiveBudget>,
     pub(crate) driver_waker: Arc<AtomicWaker>,
+}
+
+/// Bytes held in the inboxes of one connection's channels, against its limit.
+///
+/// The driver is the only one that adds; readers subtract. When a message does not fit, the
+/// driver marks itself blocked *before* it checks again, and a reader that frees bytes wakes
+/// it if marked: no wake-up is lost.
+#[derive(Debug)]
+pub(crate) struct ReceiveBudget {
+    bytes: AtomicUsize,
+    capacity: usize,
+    driver_blocked: AtomicBool,
+}
+
+impl ReceiveBudget {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            bytes: AtomicUsize::new(0),
+            capacity: capacity.max(1),
+            driver_blocked: AtomicBool::new(false),
+        }
+    }
+
+    /// Bytes held now.
+    pub(crate) fn held(&self) -> usize {
+        self.bytes.load(Ordering::SeqCst)
+    }
+
+    /// Takes `len` bytes if they fit (or if nothing is held: a message larger than the budget
+    /// still gets through, alone).
+    fn try_take(&self, len: usize) -> bool {
+        let fits = |held: usize| held == 0 || held + len <= self.capacity;
+        if !fits(self.bytes.load(Ordering::SeqCst)) {
+            self.driver_blocked.store(true, Ordering::SeqCst);
+            if !fits(self.bytes.load(Ordering::SeqCst)) {
+                return false;
+            }
+            self.driver_blocked.store(false, Ordering::SeqCst);
+        }
+        self.bytes.fetch_add(len, Ordering::SeqCst);
+        true
+    }
+
+    /// Gives `len` bytes back; wakes the driver if it waits for room.
+    fn release(&self, len: usize, driver: &AtomicWaker) {
+        if len == 0 {
+            return;
+        }
+        self.bytes.fetch_sub(len, Ordering::SeqCst);
+        if self.driver_blocked.swap(false, Ordering::SeqCst) {
+            driver.wake();
+        }
+    }
 }
 
 pub(crate) struct DcState {
@@ -114,8 +168,6 @@ pub(crate) struct Inbox {
     bytes: usize,
     closed: bool,
     readers: Vec<Waker>,
-    /// The driver holds a message it could not deliver and waits for room.
-    driver_blocked: bool,
 }
 
 /// Construction parameters of a [`DcShared`].
@@ -128,7 +180,7 @@ pub(crate) struct DcParams {
     pub(crate) max_packet_life_time: Option<u16>,
     pub(crate) negotiated: bool,
     pub(crate) high_water_mark: usize,
-    pub(crate) inbox_capacity: usize,
+    pub(crate) budget: Arc<ReceiveBudget>,
     pub(crate) event_capacity: usize,
 }
 
@@ -154,7 +206,7 @@ impl DcShared {
             low_threshold: AtomicUsize::new(0),
             writable: Event::new(),
             inbox: Mutex::new(Inbox::default()),
-            inbox_capacity: p.inbox_capacity,
+            budget: p.budget,
             driver_waker,
         }
     }
@@ -201,7 +253,8 @@ impl DcShared {
         lock(&self.state).events.publish(ev);
     }
 
-    /// Hands a received message to the reader; gives it back when the inbox is full.
+    /// Hands a received message to the reader; gives it back when the connection's receive
+    /// budget is spent.
     pub(crate) fn try_deliver(
         &self,
         msg: DataChannelMessage,
@@ -210,8 +263,7 @@ impl DcShared {
         if inbox.closed {
             return Ok(()); // nobody will read it: dropped
         }
-        if !inbox.queue.is_empty() && inbox.bytes + msg.data.len() > self.inbox_capacity {
-            inbox.driver_blocked = true;
+        if !self.budget.try_take(msg.data.len()) {
             return Err(msg);
         }
         inbox.bytes += msg.data.len();
@@ -226,12 +278,8 @@ impl DcShared {
         let mut inbox = lock(&self.inbox);
         if let Some(msg) = inbox.queue.pop_front() {
             inbox.bytes -= msg.data.len();
-            let wake_driver = inbox.driver_blocked;
-            inbox.driver_blocked = false;
             drop(inbox);
-            if wake_driver {
-                self.driver_waker.wake();
-            }
+            self.budget.release(msg.data.len(), &self.driver_waker);
             return Poll::Ready(Some(msg));
         }
         if inbox.closed {
@@ -241,6 +289,25 @@ impl DcShared {
             inbox.readers.push(cx.waker().clone());
         }
         Poll::Pending
+    }
+
+    /// Drops unread messages (nobody can read them any more) and returns their bytes to the
+    /// budget. Returns how many bytes were freed.
+    pub(crate) fn discard_inbox(&self) -> usize {
+        let mut inbox = lock(&self.inbox);
+        let freed = std::mem::take(&mut inbox.bytes);
+        inbox.queue = VecDeque::new();
+        drop(inbox);
+        self.budget.release(freed, &self.driver_waker);
+        freed
+    }
+}
+
+impl Drop for DcShared {
+    fn drop(&mut self) {
+        let inbox = self.inbox.get_mut().unwrap_or_else(|e| e.into_inner());
+        let freed = std::mem::take(&mut inbox.bytes);
+        self.budget.release(freed, &self.driver_waker);
     }
 }
 
@@ -337,7 +404,9 @@ impl DataChannel {
     }
 
     /// Bytes received and waiting in this channel's inbox for [`messages`](Self::messages)
-    /// to read. Bounded by the inbox capacity plus one message.
+    /// to read. All channels of a connection together hold at most its receive budget
+    /// ([`PeerConnectionBuilder::receive_budget`](crate::PeerConnectionBuilder::receive_budget))
+    /// plus one message.
     pub fn received_amount(&self) -> usize {
         lock(&self.dc.inbox).bytes
     }
@@ -377,6 +446,13 @@ impl DataChannel {
     /// [`Error::MessageTooLarge`] if `data` exceeds the negotiated maximum message size,
     /// [`Error::Closed`] if the connection is closed. A failed send changes nothing.
     ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. If the future is dropped before it completes (a timeout, a `select!`
+    /// branch that lost, an aborted task), the message was either not sent at all and
+    /// [`buffered_amount`](Self::buffered_amount) is as before, or it was handed to the
+    /// connection and will be sent. It is never sent twice or in part.
+    ///
     /// # Example
     ///
     /// ```no_run
@@ -404,15 +480,18 @@ impl DataChannel {
             }
             listener.await;
         }
-        self.dc.pending.fetch_add(len, Ordering::AcqRel);
+        // Counted as buffered from here on; if this future is dropped before the command is
+        // queued (a timeout, a `select!`, an aborted task), the guard takes it back.
+        let reservation = Reservation::new(&self.dc, len);
         let cmd = crate::driver::Command::Send {
             id: self.dc.id,
             payload,
         };
         if self.conn.cmd.send(cmd).await.is_err() {
-            self.dc.pending.fetch_sub(len, Ordering::AcqRel);
-            return Err(Error::Closed);
+            return Err(Error::Closed); // the reservation is returned on drop
         }
+        // Queued: the driver subtracts it when it hands the message to SCTP.
+        reservation.commit();
         Ok(())
     }
 
@@ -421,6 +500,10 @@ impl DataChannel {
     /// # Errors
     ///
     /// [`Error::DataChannelClosed`] if it closes first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
     pub async fn opened(&self) -> Result<()> {
         while !self.is_open()? {
             let listener = self.dc.writable.listen();
@@ -486,6 +569,11 @@ impl DataChannel {
     /// Closes the channel (both directions). Idempotent.
     ///
     /// Messages already received stay readable on [`messages`](Self::messages).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: once the request is queued the channel closes whether or not this
+    /// future is still polled; dropped before that, nothing happens.
     pub async fn close(&self) -> Result<()> {
         match self.dc.ready_state() {
             RTCDataChannelState::Closing | RTCDataChannelState::Closed => return Ok(()),
@@ -551,6 +639,33 @@ impl fmt::Debug for MessageStream {
         f.debug_struct("MessageStream")
             .field("channel", &self.dc.id)
             .finish()
+    }
+}
+
+/// Bytes of a message counted in `pending` before its command is queued.
+struct Reservation<'a> {
+    dc: &'a DcShared,
+    len: usize,
+}
+
+impl<'a> Reservation<'a> {
+    fn new(dc: &'a DcShared, len: usize) -> Self {
+        dc.pending.fetch_add(len, Ordering::AcqRel);
+        Self { dc, len }
+    }
+
+    /// The command is queued: the driver owns the count now.
+    fn commit(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.dc.pending.fetch_sub(self.len, Ordering::AcqRel);
+        // Senders waiting for room, and a close waiting for the buffer to drain, may go on.
+        self.dc.writable.notify(usize::MAX);
+        self.dc.driver_waker.wake();
     }
 }
 

@@ -29,7 +29,9 @@ use rtc::{
         event::{RTCDataChannelEvent, RTCPeerConnectionEvent},
         message::RTCMessage,
         sdp::RTCSessionDescription,
-        state::{RTCIceConnectionState, RTCIceGatheringState, RTCSignalingState},
+        state::{
+            RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
+        },
         transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit},
     },
     sansio::Protocol,
@@ -37,9 +39,12 @@ use rtc::{
 };
 
 use crate::{
-    data_channel::{DataChannelEvent, DataChannelMessage, DcParams, DcShared, Payload, lock},
+    data_channel::{
+        DataChannelEvent, DataChannelMessage, DcParams, DcShared, Payload, ReceiveBudget, lock,
+    },
     error::{CoreError, Error, Result},
     event::Raw,
+    ingress::{Credentials, Ingress},
     peer_connection::Shared,
     runtime::{AsyncTimer, AsyncUdpSocket, Runtime},
 };
@@ -53,8 +58,9 @@ const DATAGRAMS_PER_ROUND: usize = 64;
 /// Minimum spacing of timeouts handled for deadlines that are already in the past, so a core
 /// that keeps reporting an expired deadline cannot make the driver spin.
 const MIN_IMMEDIATE_TIMEOUT_INTERVAL: Duration = Duration::from_millis(1);
-/// DTLS records kept for replay while ICE is not connected yet.
+/// DTLS datagrams kept for replay while ICE is not connected yet, and their total size.
 const EARLY_DTLS_MAX: usize = 16;
+const EARLY_DTLS_MAX_BYTES: usize = 32 * 1024;
 /// Upper bound of one send batch (segmentation offload takes at most 64 KiB).
 const MAX_BATCH_BYTES: usize = 60 * 1024;
 
@@ -123,7 +129,6 @@ pub(crate) struct Socket {
 pub(crate) struct DriverConfig {
     pub(crate) event_capacity: usize,
     pub(crate) high_water_mark: usize,
-    pub(crate) inbox_capacity: usize,
 }
 
 struct Channel {
@@ -167,8 +172,14 @@ pub(crate) struct Driver {
     early_candidates: Vec<RTCIceCandidateInit>,
     gathered: bool,
     /// DTLS records that arrived before ICE selected a pair (the core drops those); replayed
-    /// once ICE connects instead of waiting a second for the peer's retransmission.
+    /// once ICE connects instead of waiting a second for the peer's retransmission. Only from
+    /// sources the inbound filter authenticated, and bounded.
     early_dtls: Vec<TaggedBytesMut>,
+    early_dtls_bytes: usize,
+    /// What may reach the core from the network.
+    ingress: Ingress,
+    /// The receive budget all channel inboxes share.
+    budget: Arc<ReceiveBudget>,
     /// ICE has been connected at least once.
     ice_connected: bool,
     /// Run `handle_timeout` once more in this round (the DTLS client's first flight waits
@@ -184,9 +195,12 @@ impl Driver {
         shared: Arc<Shared>,
         cmd_rx: async_channel::Receiver<Command>,
         sockets: Vec<Socket>,
+        crypto: Option<Arc<dyn rtc::crypto::RTCCryptoProvider>>,
         config: DriverConfig,
     ) -> Self {
         let timer = runtime.new_timer(runtime.now() + Duration::from_secs(3600));
+        let ingress = Ingress::new(crypto, shared.filter.clone());
+        let budget = shared.budget.clone();
         let recv_buffer = sockets
             .iter()
             .map(|s| s.sock.recv_buffer_size())
@@ -214,6 +228,9 @@ impl Driver {
             early_candidates: Vec::new(),
             gathered: false,
             early_dtls: Vec::new(),
+            early_dtls_bytes: 0,
+            ingress,
+            budget,
             ice_connected: false,
             kick_timeout: false,
             finished: false,
@@ -272,6 +289,14 @@ impl Driver {
                     .core
                     .set_local_description(now, *desc)
                     .map_err(|e| Error::InvalidSessionDescription(e.into()));
+                if r.is_ok()
+                    && let Some(creds) = self
+                        .core
+                        .local_description()
+                        .and_then(|d| Credentials::from_sdp(&d.sdp))
+                {
+                    self.ingress.set_local(creds);
+                }
                 if r.is_ok() && !self.gathered {
                     self.gathered = true;
                     self.gather();
@@ -286,6 +311,14 @@ impl Driver {
                     .map_err(|e| Error::InvalidSessionDescription(e.into()));
                 let ok = r.is_ok();
                 let _ = reply.send(r);
+                if ok
+                    && let Some(creds) = self
+                        .core
+                        .remote_description()
+                        .and_then(|d| Credentials::from_sdp(&d.sdp))
+                {
+                    self.ingress.set_remote(creds);
+                }
                 if ok {
                     for c in std::mem::take(&mut self.early_candidates) {
                         if let Err(e) = self.add_remote_candidate(c) {
@@ -402,7 +435,7 @@ impl Driver {
                 max_packet_life_time: core_dc.max_packet_life_time(),
                 negotiated: core_dc.negotiated(),
                 high_water_mark: self.config.high_water_mark,
-                inbox_capacity: self.config.inbox_capacity,
+                budget: self.budget.clone(),
                 event_capacity: self.config.event_capacity,
             },
             self.shared.driver_waker.clone(),
@@ -532,6 +565,7 @@ impl Driver {
                     self.kick_timeout = true;
                     if !self.ice_connected {
                         self.ice_connected = true;
+                        self.early_dtls_bytes = 0;
                         for early in std::mem::take(&mut self.early_dtls) {
                             let _ = self.core.handle_read(early);
                         }
@@ -546,6 +580,10 @@ impl Driver {
                 self.publish(Raw::IceGathering(s))
             }
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) => {
+                if s == RTCPeerConnectionState::Connected {
+                    // Connected means the DTLS handshake has completed.
+                    self.ingress.dtls_complete();
+                }
                 self.publish(Raw::Connection(s))
             }
             RTCPeerConnectionEvent::OnDataChannel(e) => self.handle_channel_event(e),
@@ -614,6 +652,24 @@ impl Driver {
         any
     }
 
+    /// Frees the inboxes of channels nobody can read any more (no handle, no stream, no
+    /// unread event holds them). Returns whether anything was freed.
+    fn discard_unreadable_inboxes(&mut self) -> bool {
+        if self.budget.held() == 0 {
+            return false;
+        }
+        let mut freed = 0;
+        for ch in self.channels.values() {
+            if Arc::strong_count(&ch.dc) == 1 {
+                freed += ch.dc.discard_inbox();
+            }
+        }
+        if freed > 0 {
+            debug!("{freed} bytes of unreadable messages discarded");
+        }
+        freed > 0
+    }
+
     /// Returns false if the message had to be parked.
     fn deliver(&mut self, id: RTCDataChannelId, msg: DataChannelMessage) -> bool {
         let open_in_core = |core: &mut RTCPeerConnection| {
@@ -638,13 +694,22 @@ impl Driver {
             trace!("message for unobserved channel {id} dropped");
             return true;
         }
-        match ch.dc.try_deliver(msg) {
-            Ok(()) => true,
-            Err(msg) => {
-                self.parked = Some((id, msg));
-                false
+        let msg = match ch.dc.try_deliver(msg) {
+            Ok(()) => return true,
+            Err(msg) => msg,
+        };
+        // The budget is spent: unless part of it is held for nobody, wait for a reader.
+        if self.discard_unreadable_inboxes()
+            && let Some(ch) = self.channels.get(&id)
+        {
+            match ch.dc.try_deliver(msg) {
+                Ok(()) => return true,
+                Err(msg) => self.parked = Some((id, msg)),
             }
+        } else {
+            self.parked = Some((id, msg));
         }
+        false
     }
 
     /// Sends what the core has to send. Returns whether anything was sent.
@@ -818,9 +883,17 @@ impl Driver {
             },
             message: BytesMut::from(datagram),
         };
+        if !self.ingress.admit(peer, datagram) {
+            return;
+        }
         // RFC 7983: first byte 20..=63 is DTLS.
         let is_dtls = matches!(datagram.first(), Some(20..=63));
-        if !self.ice_connected && is_dtls && self.early_dtls.len() < EARLY_DTLS_MAX {
+        if !self.ice_connected
+            && is_dtls
+            && self.early_dtls.len() < EARLY_DTLS_MAX
+            && self.early_dtls_bytes + datagram.len() <= EARLY_DTLS_MAX_BYTES
+        {
+            self.early_dtls_bytes += datagram.len();
             self.early_dtls.push(packet());
         }
         let _ = self.core.handle_read(packet());
@@ -844,6 +917,9 @@ impl Driver {
             // e.g. a handshake gave up; the state events tell the application
             debug!("handle_timeout: {e}");
         }
+        // Timers fire a few times a second: often enough to notice inboxes that lost their
+        // last reader.
+        self.discard_unreadable_inboxes();
         true
     }
 
@@ -885,9 +961,7 @@ impl Driver {
         let mut hub = lock(&self.shared.hub);
         hub.publish(Raw::Signaling(RTCSignalingState::Closed));
         hub.publish(Raw::IceConnection(RTCIceConnectionState::Closed));
-        hub.publish(Raw::Connection(
-            rtc::peer_connection::state::RTCPeerConnectionState::Closed,
-        ));
+        hub.publish(Raw::Connection(RTCPeerConnectionState::Closed));
         hub.close();
         drop(hub);
         for (_, ch) in std::mem::take(&mut self.channels) {

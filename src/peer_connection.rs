@@ -22,12 +22,14 @@ use rtc::peer_connection::{
 
 use crate::{
     data_channel::{
-        DEFAULT_HIGH_WATER_MARK, DEFAULT_INBOX_CAPACITY, DataChannel, RTCDataChannelInit, lock,
+        DEFAULT_HIGH_WATER_MARK, DEFAULT_RECEIVE_BUDGET, DataChannel, RTCDataChannelInit,
+        ReceiveBudget, lock,
     },
     driver::{Command, Driver, DriverConfig, Reply, Socket},
     error::{CoreError, Error, Result},
     event::{Hub, PeerConnectionEvent},
     handler::{BridgeInputs, PeerConnectionEventHandler, Starter, starter},
+    ingress::{FilterCounters, FilterStats},
     runtime::{Runtime, default_runtime},
     stream::{DEFAULT_EVENT_CAPACITY, EventStream},
 };
@@ -39,6 +41,10 @@ const COMMAND_CAPACITY: usize = 128;
 pub(crate) struct Shared {
     pub(crate) hub: Mutex<Hub>,
     pub(crate) driver_waker: Arc<AtomicWaker>,
+    /// What the inbound filter passed and refused.
+    pub(crate) filter: Arc<FilterCounters>,
+    /// The receive budget all channel inboxes share.
+    pub(crate) budget: Arc<ReceiveBudget>,
 }
 
 /// What every handle of one connection holds. When the last one is dropped, the command channel
@@ -312,6 +318,31 @@ impl PeerConnection {
         lock(&self.inner.shared.hub).states.ice_gathering
     }
 
+    /// What the connection's inbound filter has passed to the protocol core and refused, by
+    /// reason.
+    ///
+    /// The driver lets a datagram reach the core only if it could come from the negotiated
+    /// peer: STUN checks must carry valid ICE credentials, DTLS must come from a source that
+    /// passed such a check and fit the handshake, and RTP/RTCP is refused while no media is
+    /// negotiated. See the crate's README, section "Security".
+    ///
+    /// ```no_run
+    /// # fn f(pc: &webrtc_streams::PeerConnection) {
+    /// let stats = pc.filter_stats();
+    /// println!("{} passed, {} from strangers", stats.passed, stats.stranger);
+    /// # }
+    /// ```
+    pub fn filter_stats(&self) -> FilterStats {
+        self.inner.shared.filter.snapshot()
+    }
+
+    /// Bytes of received messages waiting in the inboxes of all this connection's data
+    /// channels for their readers. At most the
+    /// [receive budget](PeerConnectionBuilder::receive_budget) plus one message.
+    pub fn received_amount(&self) -> usize {
+        self.inner.shared.budget.held()
+    }
+
     /// The addresses of the connection's UDP sockets (its host candidates).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.inner.local_addrs
@@ -388,7 +419,7 @@ pub struct PeerConnectionBuilder {
     include_loopback: bool,
     event_capacity: usize,
     high_water_mark: usize,
-    inbox_capacity: usize,
+    receive_budget: usize,
     handler: Option<Starter>,
 }
 
@@ -403,7 +434,7 @@ impl Default for PeerConnectionBuilder {
             include_loopback: false,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
-            inbox_capacity: DEFAULT_INBOX_CAPACITY,
+            receive_budget: DEFAULT_RECEIVE_BUDGET,
             handler: None,
         }
     }
@@ -475,10 +506,20 @@ impl PeerConnectionBuilder {
         self
     }
 
-    /// How many bytes of unread messages each data channel holds before the connection stops
-    /// reading from SCTP and the remote sender is slowed down (default 1 MiB).
-    pub fn data_channel_inbox_capacity(mut self, bytes: usize) -> Self {
-        self.inbox_capacity = bytes.max(1);
+    /// How many bytes of received, unread messages the connection holds for the readers of
+    /// all its data channels together (default 2 MiB, [`DEFAULT_RECEIVE_BUDGET`]).
+    ///
+    /// Memory for unread messages stays within this budget however many channels the remote
+    /// peer opens. While the budget lasts, a channel whose reader is slow or absent does not
+    /// hold back the others: their messages keep flowing. Once its unread messages have spent
+    /// the budget, the connection stops reading from SCTP, and since SCTP's receive window
+    /// belongs to the whole association, the remote peer then slows down on *every* channel
+    /// of the connection until that reader catches up. Nothing is dropped. A single message
+    /// larger than the budget is still delivered, alone.
+    ///
+    /// [`DEFAULT_RECEIVE_BUDGET`]: crate::data_channel::DEFAULT_RECEIVE_BUDGET
+    pub fn receive_budget(mut self, bytes: usize) -> Self {
+        self.receive_budget = bytes.max(1);
         self
     }
 
@@ -580,6 +621,12 @@ impl PeerConnectionBuilder {
         if sockets.is_empty() {
             return Err(Error::NoLocalAddress);
         }
+        // The inbound filter verifies STUN integrity with the core's own crypto provider.
+        let crypto = self
+            .setting_engine
+            .crypto_provider()
+            .cloned()
+            .or_else(|| rtc::crypto::default_provider().ok());
         let core = RTCPeerConnectionBuilder::new()
             .with_configuration(self.configuration)
             .with_setting_engine(self.setting_engine)
@@ -591,6 +638,8 @@ impl PeerConnectionBuilder {
         let shared = Arc::new(Shared {
             hub: Mutex::new(Hub::new(self.event_capacity)),
             driver_waker,
+            filter: Arc::default(),
+            budget: Arc::new(ReceiveBudget::new(self.receive_budget)),
         });
         let (cmd_tx, cmd_rx) = async_channel::bounded(COMMAND_CAPACITY);
         let local_addrs = sockets.iter().map(|s| s.addr).collect();
@@ -600,10 +649,10 @@ impl PeerConnectionBuilder {
             shared.clone(),
             cmd_rx,
             sockets,
+            crypto,
             DriverConfig {
                 event_capacity: self.event_capacity,
                 high_water_mark: self.high_water_mark,
-                inbox_capacity: self.inbox_capacity,
             },
         );
         let inner = Arc::new(ConnHandle {

@@ -24,7 +24,7 @@ const HIGH_WATER: usize = 256 * 1024;
 async fn peer() -> PeerConnection {
     PeerConnection::builder()
         .bind(["127.0.0.1:0".parse().unwrap()])
-        .data_channel_inbox_capacity(INBOX)
+        .receive_budget(INBOX)
         .data_channel_high_water_mark(HIGH_WATER)
         .build()
         .await
