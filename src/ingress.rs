@@ -376,6 +376,11 @@ impl DtlsGuard {
                 (0, ALERT) if !self.complete => {}
                 // A repeated last flight carries it too; on its own it is refused below.
                 (0, CHANGE_CIPHER_SPEC) => change_cipher_spec = true,
+                // rtc-dtls "decrypts" a change-cipher-spec record by passing it through, so
+                // one of epoch 1 would move the peer's epoch to 2 without any key, and every
+                // genuine record after it would be discarded. A DTLS 1.2 peer only ever sends it
+                // at epoch 0.
+                (1.., CHANGE_CIPHER_SPEC) => return Err(Refusal::Dtls),
                 (1, _) if self.complete => {}
                 (1, _) => next_epoch_records += 1,
                 // Application data at epoch 0 (the core answers it with a fatal alert), old
@@ -575,6 +580,11 @@ mod tests {
         // Old-epoch alerts and change-cipher-spec after completion; unknown epochs.
         assert_eq!(g.check(&record(0, ALERT, &[2, 40])), Err(Refusal::Dtls));
         assert_eq!(g.check(&record(2, 23, &[0; 32])), Err(Refusal::Dtls));
+        // A change-cipher-spec record of epoch 1 (unauthenticated in rtc-dtls).
+        assert_eq!(
+            g.check(&record(1, CHANGE_CIPHER_SPEC, &[1])),
+            Err(Refusal::Dtls)
+        );
         // Application data of the current epoch passes untouched.
         assert_eq!(g.check(&record(1, 23, &[0; 32])), Ok(()));
     }

@@ -28,9 +28,10 @@
 //! slows nobody down: it misses the oldest events and is told how many
 //! ([`EventStream::missed`], [`PeerConnectionEvent::Lagged`]).
 //!
-//! Payloads that must not be lost are not multicast: each [`DataChannel`] has its own bounded
-//! inbox, read with [`DataChannel::messages`]. A reader that stops reading slows the remote
-//! sender down through SCTP flow control; nothing is dropped. On the sending side,
+//! Payloads that must not be lost are not multicast: each [`DataChannel`] has its own inbox,
+//! read with [`DataChannel::messages`], and all inboxes of a connection share one bound (the
+//! [receive budget](PeerConnectionBuilder::receive_budget)). A reader that stops reading slows
+//! the remote sender down through SCTP flow control; nothing is dropped. On the sending side,
 //! [`DataChannel::send`] waits while the channel's send buffer is above its high-water mark.
 //!
 //! ```no_run
@@ -106,8 +107,18 @@
 //! Every fallible call returns [`Error`]. Bad input from the application (a malformed
 //! description, a candidate for an unknown media section, a send on a closed channel) fails
 //! that call and changes nothing else. Input from the network never panics and never stops the
-//! driver: malformed packets are dropped by the protocol core. The crate does not `unwrap`
-//! anything that comes from the network.
+//! driver. The crate does not `unwrap` anything that comes from the network.
+//!
+//! ## Hostile networks
+//!
+//! Anyone who can send UDP to a connection's port can send it anything, and the `rtc` core
+//! keeps state for some packets before it authenticates them. So the driver filters every
+//! datagram before the core sees it: STUN checks must carry the connection's ICE credentials
+//! (`USERNAME` and a verifying `MESSAGE-INTEGRITY`), DTLS is accepted only from addresses that
+//! passed such a check and only as records a genuine peer sends at that point of the handshake,
+//! and RTP/RTCP is refused while no media is negotiated. [`PeerConnection::filter_stats`]
+//! counts what was refused; refusals are logged once per kind and connection, at debug level.
+//! The README's "Security" section lists what remains up to the core.
 #![warn(missing_docs)]
 
 pub mod data_channel;

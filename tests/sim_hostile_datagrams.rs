@@ -14,6 +14,10 @@ mod sim_common;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -25,7 +29,7 @@ use sim_common::*;
 use webrtc_streams::{
     DataChannel, PeerConnection,
     rtc::peer_connection::state::RTCPeerConnectionState,
-    runtime::sim::{SimHandle, SimRuntime},
+    runtime::sim::{LinkConfig, SimHandle, SimRuntime},
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -240,4 +244,77 @@ fn strangers_dtls_before_selection_is_not_kept() {
         attacked, calm,
         "the stranger's records delayed the connection"
     );
+}
+
+/// One change-cipher-spec record of epoch 1 with the peer's address forged: rtc-dtls passes
+/// such records through its "decryption" unauthenticated and moved the peer's epoch to 2, after
+/// which it discarded every genuine record: one datagram killed the connection. (Found by
+/// `sim_hostile_fuzz`.)
+#[test]
+fn forged_epoch_one_change_cipher_spec_is_refused() {
+    let stats = under_attack(7, |sim, victim, peer| async move {
+        let ccs = (0..10u64).map(|i| dtls_record(1, 1 << 40 | i, CHANGE_CIPHER_SPEC, &[1]));
+        blast(&sim, peer, victim, ccs, 10).await;
+    });
+    assert_eq!(stats.dtls, 10, "{stats:?}");
+}
+
+/// The DTLS server's last flight (change-cipher-spec, Finished) is lost, and from the moment
+/// the server has completed, an attacker forging the client's address floods it with forged
+/// handshake fragments. The client's genuine repeat of its own last flight must still get
+/// through afterwards (forged records never use up the repeat budget, as they would if any
+/// well-formed record counted), so the server answers and both sides connect.
+#[test]
+fn lost_final_flight_is_recovered_under_forged_fragments() {
+    init_log();
+    let sim = SimRuntime::new(8);
+    sim.set_default_link(LinkConfig::new().delay(Duration::from_millis(10)));
+    // Every copy of the server's last flight (the only datagrams that start with a
+    // change-cipher-spec record) is lost until the attack is over, including those the forged
+    // records provoke.
+    let losing = Arc::new(AtomicBool::new(true));
+    let lose = losing.clone();
+    sim.set_drop_filter(move |_, _, datagram| {
+        lose.load(Ordering::Relaxed) && datagram.first() == Some(&CHANGE_CIPHER_SPEC)
+    });
+    let h = sim.handle().clone();
+    let refused = sim.block_on(async {
+        let a = peer(&h, HOST_A).await;
+        let b = peer(&h, HOST_B).await;
+        let _dc = a.create_data_channel("x", Default::default()).await.unwrap();
+        negotiate(&a, &b).await;
+        // The first to report Connected is the DTLS server (it completes on the client's
+        // last flight; the client waits for the lost one).
+        let up = |pc: &PeerConnection| pc.connection_state() == RTCPeerConnectionState::Connected;
+        let (server, client) = within(&h, "server completes", LIMIT, async {
+            loop {
+                if up(&a) {
+                    return (a.clone(), b.clone());
+                }
+                if up(&b) {
+                    return (b.clone(), a.clone());
+                }
+                h.sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        assert!(!up(&client), "the final flight was not lost");
+        let (victim, spoofed) = (server.local_addrs()[0], client.local_addrs()[0]);
+        let forged = (0..3_000u64).map(|i| {
+            if i % 2 == 0 {
+                empty_fragments(100 + i, (i % 30) as u16, 30)
+            } else {
+                let f = handshake_fragment(11, 500, (i % 6) as u16, 0, &[i as u8; 300]);
+                dtls_record(0, 100 + i, HANDSHAKE, &f)
+            }
+        });
+        blast(&h, spoofed, victim, forged, 20).await;
+        losing.store(false, Ordering::Relaxed);
+        connected(&h, &client, LIMIT).await;
+        let refused = server.filter_stats().dtls;
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+        refused
+    });
+    assert!(refused >= 3_000, "{refused} forged datagrams refused");
 }
