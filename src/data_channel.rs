@@ -332,9 +332,13 @@ impl fmt::Debug for DcShared {
 /// * **Sending**: [`send`](Self::send) waits while [`buffered_amount`](Self::buffered_amount)
 ///   is above the [high-water mark](Self::set_high_water_mark), so a fast writer runs at the
 ///   speed of the network with bounded memory.
-/// * **Receiving**: each channel has a bounded inbox read through [`messages`](Self::messages).
-///   When a reader stops reading, the inbox fills, the connection stops taking data from SCTP,
-///   and SCTP flow control slows the remote sender. Nothing is dropped.
+/// * **Receiving**: each channel has an inbox read through [`messages`](Self::messages), and
+///   all inboxes of a connection share one bound, the
+///   [receive budget](crate::PeerConnectionBuilder::receive_budget). When a reader stops
+///   reading, its unread messages take up the budget; while some is left, the connection's
+///   other channels keep flowing. Once it is spent, the connection stops taking data from
+///   SCTP, and SCTP flow control (one receive window for the whole association) slows the
+///   remote sender on every channel until the reader catches up. Nothing is dropped.
 ///
 /// A channel handle keeps its connection alive: the connection shuts down when the last
 /// [`PeerConnection`](crate::PeerConnection) *and* the last `DataChannel` handle are dropped.

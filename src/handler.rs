@@ -76,8 +76,9 @@ use crate::{
 /// and SCTP retransmissions keep running) nor other subscribers of its streams. While a
 /// callback runs:
 ///
-/// - **messages** wait in each channel's bounded inbox; when an inbox is full the connection
-///   stops reading from SCTP and the remote sender is slowed down. Nothing is lost.
+/// - **messages** wait in their channels' inboxes, which share the connection's
+///   [receive budget](crate::PeerConnectionBuilder::receive_budget); once it is spent the
+///   connection stops reading from SCTP and the remote sender is slowed down. Nothing is lost.
 /// - **connection events** queue up to the
 ///   [event capacity](crate::PeerConnectionBuilder::event_capacity); beyond that the oldest are
 ///   dropped for this handler only, and [`on_lagged`](Self::on_lagged) tells how many. The

@@ -496,6 +496,9 @@ impl Transcript {
             return;
         }
         let (start, end) = (f.offset, f.offset + f.body.len() as u32);
+        if msg.filled.iter().any(|&(s, e)| start < e && s < end) {
+            return; // a repeat, or a rival version: the first bytes received stand
+        }
         msg.body[start as usize..end as usize].copy_from_slice(f.body);
         if start < end {
             msg.filled.push((start, end));
@@ -587,6 +590,21 @@ mod tests {
         );
         // Application data of the current epoch passes untouched.
         assert_eq!(g.check(&record(1, 23, &[0; 32])), Ok(()));
+    }
+
+    #[test]
+    fn the_first_version_of_a_message_stands() {
+        let mut g = DtlsGuard::default();
+        g.check(&record(0, HANDSHAKE, &fragment(11, 4, 2, 0, b"cert")))
+            .unwrap();
+        // A forged rival arriving during the handshake cannot replace what was recorded.
+        g.check(&record(0, HANDSHAKE, &fragment(11, 4, 2, 0, b"evil")))
+            .unwrap();
+        g.complete = true;
+        let repeat = record(0, HANDSHAKE, &fragment(11, 4, 2, 0, b"cert"));
+        assert_eq!(g.check(&repeat), Ok(()));
+        let rival = record(0, HANDSHAKE, &fragment(11, 4, 2, 0, b"evil"));
+        assert_eq!(g.check(&rival), Err(Refusal::Dtls));
     }
 
     #[test]

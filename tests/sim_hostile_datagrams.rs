@@ -281,7 +281,10 @@ fn lost_final_flight_is_recovered_under_forged_fragments() {
     let refused = sim.block_on(async {
         let a = peer(&h, HOST_A).await;
         let b = peer(&h, HOST_B).await;
-        let _dc = a.create_data_channel("x", Default::default()).await.unwrap();
+        let _dc = a
+            .create_data_channel("x", Default::default())
+            .await
+            .unwrap();
         negotiate(&a, &b).await;
         // The first to report Connected is the DTLS server (it completes on the client's
         // last flight; the client waits for the lost one).
