@@ -9,7 +9,6 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::{Arc, Weak},
     task::{Context, Poll},
 };
 
@@ -19,21 +18,21 @@ use futures::{
     stream::{self, SelectAll},
 };
 use log::trace;
-use rtc::{
-    data_channel::RTCDataChannelState,
-    peer_connection::{
-        state::{
-            RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
-        },
-        transport::RTCIceCandidateInit,
+use rtc::peer_connection::{
+    state::{
+        RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
     },
+    transport::RTCIceCandidateInit,
 };
 
 use crate::{
-    MessageStream,
-    data_channel::{DataChannel, DataChannelEvent, DataChannelMessage, DcShared, lock},
+    data_channel::{
+        ChannelRef, ChannelWatch, DataChannel, DataChannelEvent, DataChannelMessage, MessageStream,
+    },
     event::PeerConnectionEvent,
-    peer_connection::{ConnHandle, Shared},
+    peer_connection::{
+        BoxFuture, BridgeInputs, PeerConnectionBuilder, Starter, WeakPeerConnection,
+    },
     stream::EventStream,
 };
 
@@ -247,51 +246,85 @@ pub trait PeerConnectionEventHandler: Send + 'static {
     }
 }
 
-/// Starts the bridge of one connection: returns its task, to be spawned.
-pub(crate) type Starter = Box<dyn FnOnce(BridgeInputs) -> BoxFuture + Send>;
+// Attaching a handler is part of the builder, but lives here: the connection knows nothing of
+// the bridge beyond its `Starter` hook.
+impl PeerConnectionBuilder {
+    /// Attaches a [`PeerConnectionEventHandler`]: the connection's events are pushed to it,
+    /// in order, on a task of its own (see the trait for ordering, concurrency and
+    /// back-pressure). The streams keep working alongside, except that the handler reads every
+    /// data channel's messages.
+    ///
+    /// To call the connection from the handler, use [`handler_with`](Self::handler_with).
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// use webrtc_streams::{
+    ///     PeerConnection, PeerConnectionEventHandler,
+    ///     rtc::peer_connection::state::RTCPeerConnectionState,
+    /// };
+    ///
+    /// struct Log;
+    ///
+    /// impl PeerConnectionEventHandler for Log {
+    ///     async fn on_connection_state_change(&mut self, state: RTCPeerConnectionState) {
+    ///         println!("{state}");
+    ///     }
+    /// }
+    ///
+    /// let pc = PeerConnection::builder().handler(Log).build().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn handler(self, handler: impl PeerConnectionEventHandler) -> Self {
+        self.handler_with(move |_| handler)
+    }
 
-type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// What the bridge needs from its connection, taken before `build` returns so that no event is
-/// missed.
-pub(crate) struct BridgeInputs {
-    pub(crate) events: EventStream<PeerConnectionEvent>,
-    pub(crate) local_channels: async_channel::Receiver<ChannelWatch>,
-    pub(crate) conn: Weak<ConnHandle>,
-    pub(crate) shared: Arc<Shared>,
+    /// Like [`handler`](Self::handler), with the handler made by `make` from a
+    /// [`WeakPeerConnection`] to its own connection, so that it can call back into it
+    /// without keeping it alive. [`build`](Self::build) calls `make` once, before it returns.
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// use webrtc_streams::{PeerConnection, PeerConnectionEventHandler, WeakPeerConnection};
+    ///
+    /// struct Renegotiate {
+    ///     pc: WeakPeerConnection,
+    /// }
+    ///
+    /// impl PeerConnectionEventHandler for Renegotiate {
+    ///     async fn on_negotiation_needed(&mut self) {
+    ///         let Some(pc) = self.pc.upgrade() else { return };
+    ///         if let Ok(offer) = pc.create_offer().await {
+    ///             let _ = pc.set_local_description(offer).await;
+    ///             // ... signal it ...
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let pc = PeerConnection::builder()
+    ///     .handler_with(|pc| Renegotiate { pc })
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn handler_with<H, F>(self, make: F) -> Self
+    where
+        H: PeerConnectionEventHandler,
+        F: FnOnce(WeakPeerConnection) -> H + Send + 'static,
+    {
+        self.set_bridge(starter(make))
+    }
 }
 
 /// A [`Starter`] for `handler`, which is built from a weak handle to the connection.
 pub(crate) fn starter<H, F>(make: F) -> Starter
 where
     H: PeerConnectionEventHandler,
-    F: FnOnce(crate::WeakPeerConnection) -> H + Send + 'static,
+    F: FnOnce(WeakPeerConnection) -> H + Send + 'static,
 {
     Box::new(move |inputs: BridgeInputs| {
-        let handler = make(crate::WeakPeerConnection::new(inputs.conn.clone()));
+        let handler = make(inputs.conn.clone());
         Box::pin(run(handler, inputs)) as BoxFuture
     })
-}
-
-/// A data channel's event subscription, taken when the bridge learns of the channel (for local
-/// channels: by the driver, at creation, so no event is missed).
-pub(crate) struct ChannelWatch {
-    dc: Arc<DcShared>,
-    /// The channel is or was open: yield `Open` without waiting for the event.
-    opened: bool,
-    events: EventStream<DataChannelEvent>,
-}
-
-impl ChannelWatch {
-    /// Subscribes to `dc`'s events. `announced_open`: the channel is known to have opened
-    /// (remote channels are announced once open).
-    pub(crate) fn new(dc: Arc<DcShared>, announced_open: bool) -> Self {
-        let st = lock(&dc.state);
-        let opened = announced_open || st.ready == RTCDataChannelState::Open;
-        let events = EventStream::new(None, st.events.subscribe(), Some);
-        drop(st);
-        Self { dc, opened, events }
-    }
 }
 
 /// One item of the bridge's merged stream.
@@ -300,7 +333,7 @@ enum Item {
     EventsEnded,
     LocalChannel(ChannelWatch),
     LocalChannelsEnded,
-    Channel(Arc<DcShared>, ChannelItem),
+    Channel(ChannelRef, ChannelItem),
 }
 
 enum ChannelItem {
@@ -318,13 +351,7 @@ async fn run<H: PeerConnectionEventHandler>(mut handler: H, inputs: BridgeInputs
         events,
         local_channels,
         conn,
-        shared,
     } = inputs;
-    let mut handles = Handles {
-        conn,
-        shared,
-        detached: None,
-    };
     let mut streams: SelectAll<BoxStream> = stream::select_all([
         // Never ends, so the set never empties: the loop decides when to stop.
         Box::pin(stream::pending()) as BoxStream,
@@ -360,20 +387,19 @@ async fn run<H: PeerConnectionEventHandler>(mut handler: H, inputs: BridgeInputs
                 }
                 PeerConnectionEvent::NegotiationNeeded => handler.on_negotiation_needed().await,
                 PeerConnectionEvent::DataChannel(dc) => {
-                    let watch = ChannelWatch::new(dc.dc.clone(), true);
-                    streams.push(Box::pin(ChannelFeed::new(watch, &dc)));
+                    streams.push(Box::pin(ChannelFeed::new(ChannelWatch::of(&dc))));
                     channels += 1;
                     handler.on_data_channel(dc).await;
                 }
                 PeerConnectionEvent::Lagged { missed } => handler.on_lagged(missed).await,
             },
             Item::LocalChannel(watch) => {
-                let dc = handles.channel(watch.dc.clone());
-                streams.push(Box::pin(ChannelFeed::new(watch, &dc)));
+                streams.push(Box::pin(ChannelFeed::new(watch)));
                 channels += 1;
             }
-            Item::Channel(dc, item) => {
-                let dc = handles.channel(dc);
+            Item::Channel(channel, item) => {
+                // Made per callback: between callbacks the bridge keeps no connection alive.
+                let dc = conn.channel(&channel);
                 match item {
                     ChannelItem::Open => handler.on_data_channel_open(&dc).await,
                     ChannelItem::Message(msg) => handler.on_message(&dc, msg).await,
@@ -393,41 +419,10 @@ async fn run<H: PeerConnectionEventHandler>(mut handler: H, inputs: BridgeInputs
     trace!("handler bridge finished");
 }
 
-/// Makes the [`DataChannel`] handles passed to callbacks, without keeping the connection alive
-/// between callbacks.
-struct Handles {
-    conn: Weak<ConnHandle>,
-    shared: Arc<Shared>,
-    /// Stands in for the connection once every handle is gone: its commands fail with
-    /// [`Error::Closed`](crate::Error::Closed).
-    detached: Option<Arc<ConnHandle>>,
-}
-
-impl Handles {
-    fn channel(&mut self, dc: Arc<DcShared>) -> DataChannel {
-        let conn = match self.conn.upgrade() {
-            Some(conn) => conn,
-            None => self
-                .detached
-                .get_or_insert_with(|| {
-                    // No receiver: every command fails as on a closed connection.
-                    let (cmd, _) = async_channel::bounded(1);
-                    Arc::new(ConnHandle {
-                        cmd,
-                        shared: self.shared.clone(),
-                        local_addrs: Vec::new(),
-                    })
-                })
-                .clone(),
-        };
-        DataChannel { conn, dc }
-    }
-}
-
 /// One data channel as the bridge sees it: `Open` first, then messages and
 /// `BufferedAmountLow` as they come, then — after the last received message — `Close`.
 struct ChannelFeed {
-    dc: Arc<DcShared>,
+    channel: ChannelRef,
     events: EventStream<DataChannelEvent>,
     messages: MessageStream,
     phase: Phase,
@@ -446,11 +441,11 @@ enum Phase {
 }
 
 impl ChannelFeed {
-    fn new(watch: ChannelWatch, handle: &DataChannel) -> Self {
+    fn new(watch: ChannelWatch) -> Self {
         Self {
-            dc: watch.dc,
+            messages: watch.channel.messages(),
+            channel: watch.channel,
             events: watch.events,
-            messages: handle.messages(),
             phase: if watch.opened {
                 Phase::Opening
             } else {
@@ -460,7 +455,7 @@ impl ChannelFeed {
     }
 
     fn item(&self, item: ChannelItem) -> Poll<Option<Item>> {
-        Poll::Ready(Some(Item::Channel(self.dc.clone(), item)))
+        Poll::Ready(Some(Item::Channel(self.channel.clone(), item)))
     }
 
     /// Next message, or `Close` once the inbox has ended (channel closed, inbox empty).

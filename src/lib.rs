@@ -125,17 +125,18 @@ pub mod data_channel;
 mod driver;
 pub mod error;
 pub mod event;
-mod ingress;
 mod peer_connection;
 pub mod runtime;
+mod shared;
 pub mod stream;
+mod sync;
 
 pub use data_channel::{DataChannel, DataChannelEvent, DataChannelMessage, MessageStream};
 pub use error::{Error, Result};
 pub use event::PeerConnectionEvent;
-pub use ingress::FilterStats;
 pub use peer_connection::{PeerConnection, PeerConnectionBuilder};
 pub use rtc;
+pub use shared::counters::FilterStats;
 pub use stream::EventStream;
 
 mod handler;

@@ -2,11 +2,13 @@
 
 use std::{
     fmt,
+    future::Future,
     net::{IpAddr, SocketAddr},
+    pin::Pin,
     sync::{Arc, Mutex, Weak},
 };
 
-use futures::{StreamExt, channel::oneshot, task::AtomicWaker};
+use futures::{Stream, StreamExt, task::AtomicWaker};
 use rtc::peer_connection::{
     RTCPeerConnectionBuilder,
     configuration::{
@@ -22,47 +24,23 @@ use rtc::peer_connection::{
 
 use crate::{
     data_channel::{
-        DEFAULT_HIGH_WATER_MARK, DEFAULT_RECEIVE_BUDGET, DataChannel, RTCDataChannelInit,
-        ReceiveBudget, lock,
+        ChannelRef, ChannelWatch, DEFAULT_HIGH_WATER_MARK, DEFAULT_RECEIVE_BUDGET, DataChannel,
+        RTCDataChannelInit,
     },
-    driver::{Command, Driver, DriverConfig, Reply, Socket},
+    driver::{Driver, DriverConfig, Socket},
     error::{CoreError, Error, Result},
-    event::{Hub, PeerConnectionEvent},
-    handler::{BridgeInputs, PeerConnectionEventHandler, Starter, starter},
-    ingress::{FilterCounters, FilterStats},
+    event::{self, PeerConnectionEvent},
     runtime::{Runtime, default_runtime},
+    shared::{
+        ConnHandle, Shared, channel::ReceiveBudget, command::Command, counters::FilterStats,
+        hub::Hub,
+    },
     stream::{DEFAULT_EVENT_CAPACITY, EventStream},
+    sync::lock,
 };
 
 /// How many commands may wait for the driver before callers wait.
 const COMMAND_CAPACITY: usize = 128;
-
-/// State shared by the driver and every handle.
-pub(crate) struct Shared {
-    pub(crate) hub: Mutex<Hub>,
-    pub(crate) driver_waker: Arc<AtomicWaker>,
-    /// What the inbound filter passed and refused.
-    pub(crate) filter: Arc<FilterCounters>,
-    /// The receive budget all channel inboxes share.
-    pub(crate) budget: Arc<ReceiveBudget>,
-}
-
-/// What every handle of one connection holds. When the last one is dropped, the command channel
-/// closes and the driver shuts the connection down.
-pub(crate) struct ConnHandle {
-    pub(crate) cmd: async_channel::Sender<Command>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) local_addrs: Vec<SocketAddr>,
-}
-
-impl ConnHandle {
-    /// Sends a command and waits for the driver's reply.
-    pub(crate) async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
-        let (tx, rx) = oneshot::channel();
-        self.cmd.send(make(tx)).await.map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)?
-    }
-}
 
 /// A WebRTC peer connection; a cheap, cloneable handle.
 ///
@@ -248,42 +226,42 @@ impl PeerConnection {
     /// If this subscriber falls behind by more than the event capacity, it receives
     /// [`PeerConnectionEvent::Lagged`] where events were skipped; nobody else is affected.
     pub fn events(&self) -> EventStream<PeerConnectionEvent> {
-        lock(&self.inner.shared.hub).events(Arc::downgrade(&self.inner))
+        event::events(&lock(&self.inner.shared.hub), Arc::downgrade(&self.inner))
     }
 
     /// Local ICE candidates to signal to the remote peer; `None` marks the end of candidates.
     pub fn ice_candidates(&self) -> EventStream<Option<RTCIceCandidateInit>> {
-        lock(&self.inner.shared.hub).ice_candidates()
+        event::ice_candidates(&lock(&self.inner.shared.hub))
     }
 
     /// The connection state: the current one first, then every change.
     pub fn connection_states(&self) -> EventStream<RTCPeerConnectionState> {
-        lock(&self.inner.shared.hub).connection_states()
+        event::connection_states(&lock(&self.inner.shared.hub))
     }
 
     /// The signaling state: the current one first, then every change.
     pub fn signaling_states(&self) -> EventStream<RTCSignalingState> {
-        lock(&self.inner.shared.hub).signaling_states()
+        event::signaling_states(&lock(&self.inner.shared.hub))
     }
 
     /// The ICE connection state: the current one first, then every change.
     pub fn ice_connection_states(&self) -> EventStream<RTCIceConnectionState> {
-        lock(&self.inner.shared.hub).ice_connection_states()
+        event::ice_connection_states(&lock(&self.inner.shared.hub))
     }
 
     /// The ICE gathering state: the current one first, then every change.
     pub fn ice_gathering_states(&self) -> EventStream<RTCIceGatheringState> {
-        lock(&self.inner.shared.hub).ice_gathering_states()
+        event::ice_gathering_states(&lock(&self.inner.shared.hub))
     }
 
     /// Data channels opened by the remote peer.
     pub fn data_channels(&self) -> EventStream<DataChannel> {
-        lock(&self.inner.shared.hub).data_channels(Arc::downgrade(&self.inner))
+        event::data_channels(&lock(&self.inner.shared.hub), Arc::downgrade(&self.inner))
     }
 
     /// Fires each time a (re)negotiation is needed.
     pub fn negotiation_needed(&self) -> EventStream<()> {
-        lock(&self.inner.shared.hub).negotiation_needed()
+        event::negotiation_needed(&lock(&self.inner.shared.hub))
     }
 
     /// Resolves once ICE gathering is complete (or the connection closed): then
@@ -349,7 +327,7 @@ impl PeerConnection {
     }
 
     /// A handle that does not keep the connection alive, for places that must not own it —
-    /// typically a [`PeerConnectionEventHandler`], which would otherwise keep its own
+    /// typically a [`PeerConnectionEventHandler`](crate::PeerConnectionEventHandler), which would otherwise keep its own
     /// connection alive until [`close`](Self::close).
     pub fn downgrade(&self) -> WeakPeerConnection {
         WeakPeerConnection::new(Arc::downgrade(&self.inner))
@@ -379,6 +357,32 @@ impl WeakPeerConnection {
     pub fn upgrade(&self) -> Option<PeerConnection> {
         self.inner.upgrade().map(|inner| PeerConnection { inner })
     }
+
+    /// A handle to `channel` that does not outlive the call it is made for: on the connection
+    /// while it is alive, else on a detached stand-in whose commands fail with
+    /// [`Error::Closed`].
+    pub(crate) fn channel(&self, channel: &ChannelRef) -> DataChannel {
+        let conn = self.inner.upgrade().unwrap_or_else(ConnHandle::detached);
+        DataChannel {
+            conn,
+            dc: channel.0.clone(),
+        }
+    }
+}
+
+/// Starts the handler bridge of a connection being built (see
+/// [`PeerConnectionBuilder::handler`]).
+pub(crate) type Starter = Box<dyn FnOnce(BridgeInputs) -> BoxFuture + Send>;
+
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What the handler bridge needs from its connection, taken before `build` returns so that no
+/// event is missed.
+pub(crate) struct BridgeInputs {
+    pub(crate) events: EventStream<PeerConnectionEvent>,
+    /// Channels created locally (the events announce only remote ones).
+    pub(crate) local_channels: Pin<Box<dyn Stream<Item = ChannelWatch> + Send>>,
+    pub(crate) conn: WeakPeerConnection,
 }
 
 impl fmt::Debug for WeakPeerConnection {
@@ -420,7 +424,7 @@ pub struct PeerConnectionBuilder {
     event_capacity: usize,
     high_water_mark: usize,
     receive_budget: usize,
-    handler: Option<Starter>,
+    bridge: Option<Starter>,
 }
 
 impl Default for PeerConnectionBuilder {
@@ -435,7 +439,7 @@ impl Default for PeerConnectionBuilder {
             event_capacity: DEFAULT_EVENT_CAPACITY,
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
             receive_budget: DEFAULT_RECEIVE_BUDGET,
-            handler: None,
+            bridge: None,
         }
     }
 }
@@ -446,7 +450,7 @@ impl fmt::Debug for PeerConnectionBuilder {
             .field("runtime", &self.runtime)
             .field("bind", &self.bind)
             .field("include_loopback", &self.include_loopback)
-            .field("handler", &self.handler.is_some())
+            .field("handler", &self.bridge.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -523,69 +527,10 @@ impl PeerConnectionBuilder {
         self
     }
 
-    /// Attaches a [`PeerConnectionEventHandler`]: the connection's events are pushed to it,
-    /// in order, on a task of its own (see the trait for ordering, concurrency and
-    /// back-pressure). The streams keep working alongside, except that the handler reads every
-    /// data channel's messages.
-    ///
-    /// To call the connection from the handler, use [`handler_with`](Self::handler_with).
-    ///
-    /// ```no_run
-    /// # async fn f() -> webrtc_streams::Result<()> {
-    /// use webrtc_streams::{
-    ///     PeerConnection, PeerConnectionEventHandler,
-    ///     rtc::peer_connection::state::RTCPeerConnectionState,
-    /// };
-    ///
-    /// struct Log;
-    ///
-    /// impl PeerConnectionEventHandler for Log {
-    ///     async fn on_connection_state_change(&mut self, state: RTCPeerConnectionState) {
-    ///         println!("{state}");
-    ///     }
-    /// }
-    ///
-    /// let pc = PeerConnection::builder().handler(Log).build().await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn handler(self, handler: impl PeerConnectionEventHandler) -> Self {
-        self.handler_with(move |_| handler)
-    }
-
-    /// Like [`handler`](Self::handler), with the handler made by `make` from a
-    /// [`WeakPeerConnection`] to its own connection, so that it can call back into it
-    /// without keeping it alive. [`build`](Self::build) calls `make` once, before it returns.
-    ///
-    /// ```no_run
-    /// # async fn f() -> webrtc_streams::Result<()> {
-    /// use webrtc_streams::{PeerConnection, PeerConnectionEventHandler, WeakPeerConnection};
-    ///
-    /// struct Renegotiate {
-    ///     pc: WeakPeerConnection,
-    /// }
-    ///
-    /// impl PeerConnectionEventHandler for Renegotiate {
-    ///     async fn on_negotiation_needed(&mut self) {
-    ///         let Some(pc) = self.pc.upgrade() else { return };
-    ///         if let Ok(offer) = pc.create_offer().await {
-    ///             let _ = pc.set_local_description(offer).await;
-    ///             // ... signal it ...
-    ///         }
-    ///     }
-    /// }
-    ///
-    /// let pc = PeerConnection::builder()
-    ///     .handler_with(|pc| Renegotiate { pc })
-    ///     .build()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn handler_with<H, F>(mut self, make: F) -> Self
-    where
-        H: PeerConnectionEventHandler,
-        F: FnOnce(WeakPeerConnection) -> H + Send + 'static,
-    {
-        self.handler = Some(starter(make));
+    /// Sets the hook that starts a handler bridge for the built connection
+    /// (see [`handler`](Self::handler)).
+    pub(crate) fn set_bridge(mut self, start: Starter) -> Self {
+        self.bridge = Some(start);
         self
     }
 
@@ -661,17 +606,17 @@ impl PeerConnectionBuilder {
             local_addrs,
         });
         // Subscribed before the driver runs: the handler misses nothing.
-        let bridge = self.handler.map(|start| {
+        let bridge = self.bridge.map(|start| {
             let (events, local_channels) = {
                 let mut hub = lock(&shared.hub);
-                (hub.events(Arc::downgrade(&inner)), hub.local_channels())
+                let events = event::events(&hub, Arc::downgrade(&inner));
+                (events, hub.local_channels())
             };
             // Not under the lock: `start` runs the application's `make` closure.
             start(BridgeInputs {
                 events,
-                local_channels,
-                conn: Arc::downgrade(&inner),
-                shared: shared.clone(),
+                local_channels: Box::pin(local_channels.map(ChannelWatch::announced)),
+                conn: WeakPeerConnection::new(Arc::downgrade(&inner)),
             })
         });
         runtime.spawn(Box::pin(driver));

@@ -16,7 +16,7 @@ use std::{
 
 use futures::Stream;
 
-use crate::data_channel::lock;
+use crate::sync::lock;
 
 /// The default number of events a subscriber may fall behind before it starts missing events.
 pub(crate) const DEFAULT_EVENT_CAPACITY: usize = 1024;

@@ -217,7 +217,7 @@ pub fn bind_std_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 
 /// The runtime a connection uses when the builder is given none: the first enabled built-in
 /// runtime that is usable from the calling context.
-pub(crate) fn default_runtime() -> crate::Result<Arc<dyn Runtime>> {
+pub(crate) fn default_runtime() -> crate::error::Result<Arc<dyn Runtime>> {
     #[cfg(feature = "runtime-tokio")]
     {
         if let Some(rt) = TokioRuntime::try_current() {
@@ -234,7 +234,7 @@ pub(crate) fn default_runtime() -> crate::Result<Arc<dyn Runtime>> {
         return Ok(Arc::new(AsyncStdRuntime));
     }
     #[allow(unreachable_code)]
-    Err(crate::Error::NoRuntime(
+    Err(crate::error::Error::NoRuntime(
         "no runtime given to the builder and no built-in runtime is usable here \
          (enable `runtime-tokio` and call from inside a Tokio runtime, or pass one with `.runtime(..)`)",
     ))

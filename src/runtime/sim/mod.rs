@@ -138,7 +138,7 @@ pub use self::{
     time::{Elapsed, Sleep, Timeout},
 };
 use super::{AsyncTimer, AsyncUdpSocket, Runtime};
-use crate::data_channel::lock;
+use crate::sync::lock;
 
 /// How far virtual time may go before a run is considered stuck, unless changed with
 /// [`SimRuntime::with_horizon`].

@@ -14,7 +14,7 @@ use std::{
 use bytes::Bytes;
 
 use super::{Inner, rng::Rng};
-use crate::{data_channel::lock, runtime::AsyncUdpSocket};
+use crate::{runtime::AsyncUdpSocket, sync::lock};
 
 /// Bytes a socket's receive queue holds before arriving datagrams are dropped (like a kernel
 /// socket buffer; the same size the OS sockets of this crate ask for).

@@ -12,7 +12,7 @@ use std::{
 };
 
 use super::{Inner, SimHandle};
-use crate::{data_channel::lock, runtime::AsyncTimer};
+use crate::{runtime::AsyncTimer, sync::lock};
 
 /// Every timer of a simulation. Deadlines are offsets from the simulation's start.
 ///

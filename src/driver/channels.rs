@@ -1,0 +1,375 @@
+//! Data channels, as the driver drives them: creation, delivery of received messages into
+//! inboxes (within the connection's receive budget), send accounting, and close.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
+
+use bytes::BytesMut;
+use log::{debug, trace};
+use rtc::{
+    data_channel::{RTCDataChannelId, RTCDataChannelInit, RTCDataChannelState},
+    peer_connection::{RTCPeerConnection, event::RTCDataChannelEvent, message::RTCMessage},
+    sansio::Protocol,
+};
+
+use crate::{
+    error::{CoreError, Error, Result},
+    shared::{
+        Shared,
+        channel::{DataChannelEvent, DataChannelMessage, DcParams, DcShared},
+        command::Payload,
+        hub::Raw,
+    },
+    sync::lock,
+};
+
+/// The connection's data channels and what the driver tracks of them.
+pub(super) struct Channels {
+    shared: Arc<Shared>,
+    high_water_mark: usize,
+    event_capacity: usize,
+    /// Ordered by id, so that whatever walks the channels does so in the same order every run.
+    map: BTreeMap<RTCDataChannelId, Channel>,
+    /// Channels closing locally, waiting for their sent data to be delivered.
+    closing: Vec<RTCDataChannelId>,
+    /// Channels the core reported closed, waiting for their received messages to be read
+    /// from the core.
+    closed: Vec<RTCDataChannelId>,
+    /// Channels with data in flight, whose buffered amount the driver keeps current.
+    busy: Vec<RTCDataChannelId>,
+    /// A message that did not fit the receive budget; nothing more is read until it is
+    /// delivered.
+    parked: Option<(RTCDataChannelId, DataChannelMessage)>,
+}
+
+struct Channel {
+    dc: Arc<DcShared>,
+    /// Buffered amount at the last refresh, to detect the fall below the low threshold.
+    last_buffered: usize,
+    /// Listed in `Channels::busy`.
+    busy: bool,
+}
+
+impl Channels {
+    pub(super) fn new(shared: Arc<Shared>, high_water_mark: usize, event_capacity: usize) -> Self {
+        Self {
+            shared,
+            high_water_mark,
+            event_capacity,
+            map: BTreeMap::new(),
+            closing: Vec::new(),
+            closed: Vec::new(),
+            busy: Vec::new(),
+            parked: None,
+        }
+    }
+
+    fn publish(&self, raw: Raw) {
+        lock(&self.shared.hub).publish(raw);
+    }
+
+    /// Creates a channel in the core and its shared state.
+    pub(super) fn create(
+        &mut self,
+        core: &mut RTCPeerConnection,
+        label: &str,
+        init: RTCDataChannelInit,
+    ) -> Result<Arc<DcShared>> {
+        let id = core
+            .create_data_channel(label, Some(init))
+            .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?
+            .id();
+        let dc = self.register(core, id).ok_or(Error::Closed)?;
+        lock(&self.shared.hub).announce_local_channel(&dc);
+        Ok(dc)
+    }
+
+    /// Creates the shared state of channel `id` from the core's view of it.
+    fn register(
+        &mut self,
+        core: &mut RTCPeerConnection,
+        id: RTCDataChannelId,
+    ) -> Option<Arc<DcShared>> {
+        let max_message_size = max_message_size(core);
+        let core_dc = core.data_channel(id)?;
+        let dc = Arc::new(DcShared::new(
+            DcParams {
+                id,
+                label: core_dc.label().to_owned(),
+                protocol: core_dc.protocol().to_owned(),
+                ordered: core_dc.ordered(),
+                max_retransmits: core_dc.max_retransmits(),
+                max_packet_life_time: core_dc.max_packet_life_time(),
+                negotiated: core_dc.negotiated(),
+                high_water_mark: self.high_water_mark,
+                budget: self.shared.budget.clone(),
+                event_capacity: self.event_capacity,
+            },
+            self.shared.driver_waker.clone(),
+        ));
+        if let Some(sid) = core_dc.stream_id() {
+            dc.stream_id.store(sid as usize, Ordering::Release);
+        }
+        if core_dc.ready_state() == RTCDataChannelState::Open {
+            dc.max_message_size
+                .store(max_message_size, Ordering::Release);
+            dc.set_state(RTCDataChannelState::Open);
+        }
+        self.map.insert(
+            id,
+            Channel {
+                dc: dc.clone(),
+                last_buffered: 0,
+                busy: false,
+            },
+        );
+        Some(dc)
+    }
+
+    /// Hands a message to SCTP; its bytes move from "pending" to the core's accounting.
+    pub(super) fn send(
+        &mut self,
+        core: &mut RTCPeerConnection,
+        now: Instant,
+        id: RTCDataChannelId,
+        payload: Payload,
+    ) {
+        let len = payload.len();
+        if let Some(ch) = self.map.get_mut(&id) {
+            ch.dc.pending.fetch_sub(len, Ordering::AcqRel);
+            if !ch.busy {
+                ch.busy = true;
+                self.busy.push(id);
+            }
+        }
+        let Some(mut dc) = core.data_channel(id) else {
+            debug!("send on unknown channel {id} dropped");
+            return;
+        };
+        let r = match payload {
+            Payload::Binary(b) => dc.send(now, BytesMut::from(b)),
+            Payload::Text(s) => dc.send_text(now, s),
+        };
+        if let Err(e) = r {
+            // The handle checked state and size; this is a race with a close.
+            debug!("send on channel {id} failed: {e}");
+        }
+    }
+
+    /// The application closes channel `id`. The core resets the stream at once, ahead of
+    /// messages still queued; so the reset waits until everything sent before the close has
+    /// been delivered.
+    pub(super) fn close(&mut self, id: RTCDataChannelId) {
+        if let Some(ch) = self.map.get(&id) {
+            ch.dc.set_state(RTCDataChannelState::Closing);
+            if !self.closing.contains(&id) {
+                self.closing.push(id);
+            }
+        }
+    }
+
+    /// Starts the stream reset of closing channels whose sent data has all been delivered.
+    pub(super) fn close_drained(&mut self, core: &mut RTCPeerConnection) {
+        if self.closing.is_empty() {
+            return;
+        }
+        let map = &self.map;
+        self.closing.retain(|id| {
+            let Some(ch) = map.get(id) else {
+                return false;
+            };
+            let Some(mut dc) = core.data_channel(*id) else {
+                return false;
+            };
+            if ch.dc.pending.load(Ordering::Acquire) > 0 || dc.outstanding_bytes() > 0 {
+                return true;
+            }
+            if let Err(e) = dc.close() {
+                debug!("close of channel {id}: {e}");
+            }
+            false
+        });
+    }
+
+    /// A data-channel event of the core.
+    pub(super) fn handle_event(&mut self, core: &mut RTCPeerConnection, ev: RTCDataChannelEvent) {
+        match ev {
+            RTCDataChannelEvent::OnOpen(id) => {
+                // A known id is a local channel (or one already announced); an unknown one was
+                // opened by the remote peer.
+                let (dc, remote) = match self.map.get(&id) {
+                    Some(ch) => (ch.dc.clone(), false),
+                    None => match self.register(core, id) {
+                        Some(dc) => (dc, true),
+                        None => return,
+                    },
+                };
+                if let Some(sid) = core.data_channel(id).and_then(|d| d.stream_id()) {
+                    dc.stream_id.store(sid as usize, Ordering::Release);
+                }
+                dc.max_message_size
+                    .store(max_message_size(core), Ordering::Release);
+                dc.set_state(RTCDataChannelState::Open);
+                if remote {
+                    self.publish(Raw::DataChannel(dc));
+                }
+            }
+            RTCDataChannelEvent::OnClose(id) => {
+                // Messages received before the close may still sit in the core's read queue:
+                // the channel closes once they are delivered.
+                if self.map.contains_key(&id) && !self.closed.contains(&id) {
+                    self.closed.push(id);
+                }
+            }
+            other => trace!("channel event ignored: {other:?}"),
+        }
+    }
+
+    /// Moves received messages into channel inboxes until the core has none or the receive
+    /// budget is spent (then SCTP's receive window closes and the remote sender slows down);
+    /// then closes the channels the core closed, once their messages are delivered. Returns
+    /// whether anything was read.
+    pub(super) fn drain_reads(&mut self, core: &mut RTCPeerConnection) -> bool {
+        let any = self.read(core);
+        if self.parked.is_none() {
+            for id in std::mem::take(&mut self.closed) {
+                if let Some(ch) = self.map.remove(&id) {
+                    ch.dc.set_state(RTCDataChannelState::Closed);
+                }
+                self.closing.retain(|c| *c != id);
+            }
+        }
+        any
+    }
+
+    fn read(&mut self, core: &mut RTCPeerConnection) -> bool {
+        let mut any = false;
+        if let Some((id, msg)) = self.parked.take() {
+            if !self.deliver(core, id, msg) {
+                return false;
+            }
+            any = true;
+        }
+        while let Some(m) = core.poll_read() {
+            any = true;
+            match m.message {
+                RTCMessage::DataChannelMessage(id, msg) => {
+                    let msg = DataChannelMessage {
+                        is_string: msg.is_string,
+                        data: msg.data.freeze(),
+                    };
+                    if !self.deliver(core, id, msg) {
+                        break;
+                    }
+                }
+                other => trace!("message ignored: {other:?}"),
+            }
+        }
+        any
+    }
+
+    /// Frees the inboxes of channels nobody can read any more (no handle, no stream, no
+    /// unread event holds them). Returns whether anything was freed.
+    pub(super) fn discard_unreadable_inboxes(&mut self) -> bool {
+        if self.shared.budget.held() == 0 {
+            return false;
+        }
+        let mut freed = 0;
+        for ch in self.map.values() {
+            if Arc::strong_count(&ch.dc) == 1 {
+                freed += ch.dc.discard_inbox();
+            }
+        }
+        if freed > 0 {
+            debug!("{freed} bytes of unreadable messages discarded");
+        }
+        freed > 0
+    }
+
+    /// Returns false if the message had to be parked.
+    fn deliver(
+        &mut self,
+        core: &mut RTCPeerConnection,
+        id: RTCDataChannelId,
+        msg: DataChannelMessage,
+    ) -> bool {
+        let open_in_core = |core: &mut RTCPeerConnection| {
+            core.data_channel(id)
+                .is_some_and(|d| d.ready_state() == RTCDataChannelState::Open)
+        };
+        if !self.map.contains_key(&id) && open_in_core(core) && self.register(core, id).is_some() {
+            // A message overtook the channel's open event: announce the channel now.
+            if let Some(ch) = self.map.get(&id) {
+                self.publish(Raw::DataChannel(ch.dc.clone()));
+            }
+        }
+        let Some(ch) = self.map.get(&id) else {
+            debug!("message for unknown channel {id} dropped");
+            return true;
+        };
+        if Arc::strong_count(&ch.dc) == 1 {
+            // No handle, stream or pending event can ever read it.
+            trace!("message for unobserved channel {id} dropped");
+            return true;
+        }
+        let msg = match ch.dc.try_deliver(msg) {
+            Ok(()) => return true,
+            Err(msg) => msg,
+        };
+        // The budget is spent: unless part of it is held for nobody, wait for a reader.
+        if self.discard_unreadable_inboxes()
+            && let Some(ch) = self.map.get(&id)
+        {
+            match ch.dc.try_deliver(msg) {
+                Ok(()) => return true,
+                Err(msg) => self.parked = Some((id, msg)),
+            }
+        } else {
+            self.parked = Some((id, msg));
+        }
+        false
+    }
+
+    /// Updates each channel's buffered amount from the core, wakes blocked senders and
+    /// reports the fall below the low threshold.
+    pub(super) fn refresh_buffered(&mut self, core: &mut RTCPeerConnection) {
+        let map = &mut self.map;
+        self.busy.retain(|id| {
+            let Some(ch) = map.get_mut(id) else {
+                return false;
+            };
+            let pending = ch.dc.pending.load(Ordering::Acquire);
+            let outstanding = core.data_channel(*id).map_or(0, |d| d.outstanding_bytes());
+            ch.dc.outstanding.store(outstanding, Ordering::Release);
+            let buffered = pending + outstanding;
+            if buffered < ch.last_buffered {
+                let low = ch.dc.low_threshold.load(Ordering::Acquire);
+                if ch.last_buffered > low && buffered <= low {
+                    ch.dc.publish(DataChannelEvent::BufferedAmountLow);
+                }
+                ch.dc.writable.notify(usize::MAX);
+            }
+            ch.last_buffered = buffered;
+            ch.busy = buffered > 0;
+            ch.busy
+        });
+    }
+
+    /// The connection is closed: every channel is.
+    pub(super) fn shutdown(&mut self) {
+        for (_, ch) in std::mem::take(&mut self.map) {
+            ch.dc.set_state(RTCDataChannelState::Closed);
+        }
+        self.parked = None;
+    }
+}
+
+/// The negotiated maximum message size, 0 while unknown.
+fn max_message_size(core: &RTCPeerConnection) -> usize {
+    core.sctp()
+        .and_then(|s| s.max_message_size())
+        .map_or(0, |m| m as usize)
+}

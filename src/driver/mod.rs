@@ -1,0 +1,409 @@
+//! The connection driver: one task that owns the `rtc` core, the sockets and the timer.
+//!
+//! This file holds the poll loop and the drain order; each concern it drives has a file of
+//! its own: [`sockets`] (receive, batched send), [`ingress`] (what the network may hand to the
+//! core), [`ice`] (candidates), [`channels`] (data channels: creation, delivery into inboxes,
+//! send accounting, close).
+//!
+//! # The sans-I/O rule
+//!
+//! After every input (a datagram, a timeout, a command) the driver drains every output of the
+//! core — events, then received messages, then datagrams to send — before it takes the next
+//! input, and re-arms its timer from `poll_timeout` before it sleeps. Work per wake-up is
+//! bounded: after [`ITERATIONS_PER_POLL`] rounds it yields to the executor and asks to be
+//! polled again.
+
+mod channels;
+mod ice;
+pub(crate) mod ingress;
+mod sockets;
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use futures::Stream;
+use log::{debug, trace, warn};
+use rtc::{
+    peer_connection::{
+        RTCPeerConnection,
+        event::RTCPeerConnectionEvent,
+        state::{
+            RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
+        },
+    },
+    sansio::Protocol,
+};
+
+pub(crate) use self::sockets::Socket;
+use self::{
+    channels::Channels,
+    ice::Ice,
+    ingress::{Credentials, Ingress},
+    sockets::Io,
+};
+use crate::{
+    error::{CoreError, Error},
+    runtime::{AsyncTimer, Runtime},
+    shared::{Shared, command::Command, hub::Raw},
+    sync::lock,
+};
+
+/// Rounds of input + drain per wake-up before yielding to the executor.
+const ITERATIONS_PER_POLL: usize = 16;
+
+/// Commands taken per round.
+const COMMANDS_PER_ROUND: usize = 64;
+
+/// Minimum spacing of timeouts handled for deadlines that are already in the past, so a core
+/// that keeps reporting an expired deadline cannot make the driver spin.
+const MIN_IMMEDIATE_TIMEOUT_INTERVAL: Duration = Duration::from_millis(1);
+
+pub(crate) struct DriverConfig {
+    pub(crate) event_capacity: usize,
+    pub(crate) high_water_mark: usize,
+}
+
+/// The driver future. Completes when the connection is closed.
+#[must_use = "the driver does nothing unless spawned"]
+pub(crate) struct Driver {
+    core: RTCPeerConnection,
+    runtime: Arc<dyn Runtime>,
+    shared: Arc<Shared>,
+    cmd_rx: Pin<Box<async_channel::Receiver<Command>>>,
+    timer: Pin<Box<dyn AsyncTimer>>,
+    timer_deadline: Option<Instant>,
+    last_immediate_timeout: Option<Instant>,
+    /// Sockets, the inbound filter and batched sends.
+    io: Io,
+    /// Candidates.
+    ice: Ice,
+    /// Data channels.
+    channels: Channels,
+    /// Run `handle_timeout` once more in this round (the DTLS client's first flight waits
+    /// for one after ICE connects).
+    kick_timeout: bool,
+    finished: bool,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        core: RTCPeerConnection,
+        runtime: Arc<dyn Runtime>,
+        shared: Arc<Shared>,
+        cmd_rx: async_channel::Receiver<Command>,
+        sockets: Vec<Socket>,
+        crypto: Option<Arc<dyn rtc::crypto::RTCCryptoProvider>>,
+        config: DriverConfig,
+    ) -> Self {
+        let timer = runtime.new_timer(runtime.now() + Duration::from_secs(3600));
+        let ingress = Ingress::new(crypto, shared.filter.clone());
+        let channels = Channels::new(
+            shared.clone(),
+            config.high_water_mark,
+            config.event_capacity,
+        );
+        Self {
+            core,
+            runtime,
+            shared,
+            cmd_rx: Box::pin(cmd_rx),
+            timer,
+            timer_deadline: None,
+            last_immediate_timeout: None,
+            io: Io::new(sockets, ingress),
+            ice: Ice::default(),
+            channels,
+            kick_timeout: false,
+            finished: false,
+        }
+    }
+
+    fn publish(&self, raw: Raw) {
+        lock(&self.shared.hub).publish(raw);
+    }
+
+    /// Takes up to a batch of commands. Returns whether any was taken; starts the shutdown when
+    /// every handle is gone.
+    fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut any = false;
+        for _ in 0..COMMANDS_PER_ROUND {
+            match self.cmd_rx.as_mut().poll_next(cx) {
+                Poll::Ready(Some(cmd)) => {
+                    any = true;
+                    self.handle_command(cmd, cx);
+                    if self.finished {
+                        break;
+                    }
+                }
+                Poll::Ready(None) => {
+                    debug!("last handle dropped: closing");
+                    self.shutdown(cx);
+                    return true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        any
+    }
+
+    fn handle_command(&mut self, cmd: Command, cx: &mut Context<'_>) {
+        let now = self.runtime.now();
+        match cmd {
+            Command::CreateOffer { options, reply } => {
+                let r = self
+                    .core
+                    .create_offer(options.map(|o| *o))
+                    .map_err(invalid_op);
+                let _ = reply.send(r);
+            }
+            Command::CreateAnswer { options, reply } => {
+                let r = self
+                    .core
+                    .create_answer(options.map(|o| *o))
+                    .map_err(invalid_op);
+                let _ = reply.send(r);
+            }
+            Command::SetLocalDescription { desc, reply } => {
+                let r = self
+                    .core
+                    .set_local_description(now, *desc)
+                    .map_err(|e| Error::InvalidSessionDescription(e.into()));
+                if r.is_ok()
+                    && let Some(creds) = self
+                        .core
+                        .local_description()
+                        .and_then(|d| Credentials::from_sdp(&d.sdp))
+                {
+                    self.io.ingress.set_local(creds);
+                }
+                if r.is_ok() && self.ice.needs_gathering() {
+                    self.drain_events(); // the signaling change comes before gathering
+                    self.publish(Raw::IceGathering(RTCIceGatheringState::Gathering));
+                    self.ice.gather(&mut self.core, &self.io.addrs());
+                }
+                // Replied after gathering: the local description now holds the candidates.
+                let _ = reply.send(r);
+            }
+            Command::SetRemoteDescription { desc, reply } => {
+                let r = self
+                    .core
+                    .set_remote_description(now, *desc)
+                    .map_err(|e| Error::InvalidSessionDescription(e.into()));
+                let ok = r.is_ok();
+                let _ = reply.send(r);
+                if ok
+                    && let Some(creds) = self
+                        .core
+                        .remote_description()
+                        .and_then(|d| Credentials::from_sdp(&d.sdp))
+                {
+                    self.io.ingress.set_remote(creds);
+                }
+                if ok {
+                    self.ice.remote_description_set(&mut self.core);
+                }
+            }
+            Command::AddIceCandidate { candidate, reply } => {
+                let r = self.ice.add_remote(&mut self.core, *candidate);
+                let _ = reply.send(r);
+            }
+            Command::LocalDescription { reply } => {
+                let _ = reply.send(Ok(self.core.local_description()));
+            }
+            Command::RemoteDescription { reply } => {
+                let _ = reply.send(Ok(self.core.remote_description().cloned()));
+            }
+            Command::CreateDataChannel { label, init, reply } => {
+                let r = self.channels.create(&mut self.core, &label, *init);
+                let _ = reply.send(r);
+            }
+            Command::Send { id, payload } => self.channels.send(&mut self.core, now, id, payload),
+            Command::CloseChannel { id, reply } => {
+                self.channels.close(id);
+                let _ = reply.send(Ok(()));
+            }
+            Command::Close { reply } => {
+                self.shutdown(cx);
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// Drains core events, then received messages. Returns whether anything happened.
+    fn drain_core(&mut self) -> bool {
+        let mut any = self.drain_events();
+        if self.kick_timeout {
+            self.kick_timeout = false;
+            let now = self.runtime.now();
+            if let Err(e) = self.core.handle_timeout(now) {
+                debug!("handle_timeout: {e}");
+            }
+            any |= self.drain_events();
+        }
+        any |= self.channels.drain_reads(&mut self.core);
+        any
+    }
+
+    fn drain_events(&mut self) -> bool {
+        let mut any = false;
+        while let Some(ev) = self.core.poll_event() {
+            any = true;
+            self.handle_event(ev);
+        }
+        any
+    }
+
+    fn handle_event(&mut self, ev: RTCPeerConnectionEvent) {
+        trace!("core event {ev:?}");
+        match ev {
+            RTCPeerConnectionEvent::OnNegotiationNeededEvent => {
+                self.publish(Raw::NegotiationNeeded)
+            }
+            RTCPeerConnectionEvent::OnIceCandidateEvent(e) => match e.candidate.to_json() {
+                Ok(init) => self.publish(Raw::IceCandidate(Some(init))),
+                Err(e) => warn!("local candidate not serializable: {e}"),
+            },
+            RTCPeerConnectionEvent::OnSignalingStateChangeEvent(s) => {
+                self.publish(Raw::Signaling(s))
+            }
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(s) => {
+                let up = matches!(
+                    s,
+                    RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+                );
+                if up {
+                    self.kick_timeout = true;
+                    self.io.ice_connected(&mut self.core);
+                }
+                self.publish(Raw::IceConnection(s))
+            }
+            RTCPeerConnectionEvent::OnIceGatheringStateChangeEvent(s) => {
+                if s == RTCIceGatheringState::Complete {
+                    self.publish(Raw::IceCandidate(None));
+                }
+                self.publish(Raw::IceGathering(s))
+            }
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) => {
+                if s == RTCPeerConnectionState::Connected {
+                    // Connected means the DTLS handshake has completed.
+                    self.io.ingress.dtls_complete();
+                }
+                self.publish(Raw::Connection(s))
+            }
+            RTCPeerConnectionEvent::OnDataChannel(e) => {
+                self.channels.handle_event(&mut self.core, e)
+            }
+            other => trace!("core event ignored: {other:?}"),
+        }
+    }
+
+    /// Handles an expired deadline. Returns whether a timeout was handled.
+    fn poll_deadline(&mut self, now: Instant) -> bool {
+        let Some(deadline) = self.core.poll_timeout() else {
+            return false;
+        };
+        if deadline > now {
+            return false;
+        }
+        if let Some(last) = self.last_immediate_timeout
+            && now < last + MIN_IMMEDIATE_TIMEOUT_INTERVAL
+        {
+            return false;
+        }
+        self.last_immediate_timeout = Some(now);
+        if let Err(e) = self.core.handle_timeout(now) {
+            // e.g. a handshake gave up; the state events tell the application
+            debug!("handle_timeout: {e}");
+        }
+        // Timers fire a few times a second: often enough to notice inboxes that lost their
+        // last reader.
+        self.channels.discard_unreadable_inboxes();
+        true
+    }
+
+    /// Arms the timer for the core's next deadline. Returns true if it has already fired.
+    fn arm_timer(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let Some(mut deadline) = self.core.poll_timeout() else {
+            self.timer_deadline = None;
+            return false;
+        };
+        if deadline <= now {
+            let last = self.last_immediate_timeout.unwrap_or(now);
+            deadline = deadline.max(last + MIN_IMMEDIATE_TIMEOUT_INTERVAL);
+        }
+        if self.timer_deadline != Some(deadline) {
+            self.timer.as_mut().reset(deadline);
+            self.timer_deadline = Some(deadline);
+        }
+        self.timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// Closes the core, sends its last datagrams, ends every stream and stops.
+    fn shutdown(&mut self, cx: &mut Context<'_>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if let Err(e) = self.core.close() {
+            debug!("close: {e}");
+        }
+        self.drain_events();
+        // The close_notify and SCTP ABORT go out; the ports are released: `close()` returns
+        // after this.
+        self.io.shutdown(cx, &mut self.core);
+        let mut hub = lock(&self.shared.hub);
+        hub.publish(Raw::Signaling(RTCSignalingState::Closed));
+        hub.publish(Raw::IceConnection(RTCIceConnectionState::Closed));
+        hub.publish(Raw::Connection(RTCPeerConnectionState::Closed));
+        hub.close();
+        drop(hub);
+        self.channels.shutdown();
+        self.cmd_rx.close();
+        // Commands still queued get no reply: their callers see `Error::Closed`.
+        while let Ok(cmd) = self.cmd_rx.try_recv() {
+            if let Command::Close { reply } = cmd {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        this.shared.driver_waker.register(cx.waker());
+        for _ in 0..ITERATIONS_PER_POLL {
+            let mut progress = this.poll_commands(cx);
+            if this.finished {
+                return Poll::Ready(());
+            }
+            progress |= this.io.poll_sockets(cx, &mut this.core, &*this.runtime);
+            let now = this.runtime.now();
+            progress |= this.poll_deadline(now);
+            progress |= this.drain_core();
+            progress |= this.io.drain_writes(cx, &mut this.core);
+            this.channels.refresh_buffered(&mut this.core);
+            this.channels.close_drained(&mut this.core);
+            if !progress {
+                if this.arm_timer(cx, now) {
+                    continue;
+                }
+                return Poll::Pending;
+            }
+        }
+        // Bounded work per wake-up: let other tasks run, then continue.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+fn invalid_op(e: rtc::shared::error::Error) -> Error {
+    Error::InvalidOperation(CoreError::from(e))
+}

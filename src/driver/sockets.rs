@@ -1,0 +1,274 @@
+//! The connection's sockets, as the driver drives them: receiving (every datagram through the
+//! inbound filter), keeping early DTLS for replay, and batched sending.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::BytesMut;
+use log::{debug, trace};
+use rtc::{
+    peer_connection::RTCPeerConnection,
+    sansio::Protocol,
+    shared::{TaggedBytesMut, TransportContext, TransportProtocol},
+};
+
+use super::ingress::Ingress;
+use crate::runtime::{AsyncUdpSocket, Runtime};
+
+/// Datagrams read per socket per round.
+const DATAGRAMS_PER_ROUND: usize = 64;
+/// DTLS datagrams kept for replay while ICE is not connected yet, and their total size.
+const EARLY_DTLS_MAX: usize = 16;
+const EARLY_DTLS_MAX_BYTES: usize = 32 * 1024;
+/// Upper bound of one send batch (segmentation offload takes at most 64 KiB).
+const MAX_BATCH_BYTES: usize = 60 * 1024;
+
+/// A bound socket and the exact address the core knows it by.
+pub(crate) struct Socket {
+    pub(crate) sock: Arc<dyn AsyncUdpSocket>,
+    pub(crate) addr: SocketAddr,
+}
+
+/// The sockets and what travels through them.
+pub(super) struct Io {
+    sockets: Vec<Socket>,
+    /// Receive buffer size the sockets need.
+    recv_buffer: usize,
+    /// The batch in `tx_buf`, waiting for the socket.
+    tx_batch: Option<TxBatch>,
+    tx_buf: Vec<u8>,
+    /// A datagram taken from the core that did not fit the previous batch.
+    tx_next: Option<TaggedBytesMut>,
+    /// What may reach the core from the network.
+    pub(super) ingress: Ingress,
+    /// DTLS records that arrived before ICE selected a pair (the core drops those); replayed
+    /// once ICE connects instead of waiting a second for the peer's retransmission. Only from
+    /// sources the inbound filter authenticated, and bounded. `None` once ICE has connected.
+    early_dtls: Option<Vec<TaggedBytesMut>>,
+    early_dtls_bytes: usize,
+}
+
+/// Datagrams gathered for one segmented send.
+struct TxBatch {
+    socket: usize,
+    peer: SocketAddr,
+    segment_size: usize,
+}
+
+impl Io {
+    pub(super) fn new(sockets: Vec<Socket>, ingress: Ingress) -> Self {
+        let recv_buffer = sockets
+            .iter()
+            .map(|s| s.sock.recv_buffer_size())
+            .max()
+            .unwrap_or(2048);
+        Self {
+            sockets,
+            recv_buffer,
+            tx_batch: None,
+            tx_buf: Vec::new(),
+            tx_next: None,
+            ingress,
+            early_dtls: Some(Vec::new()),
+            early_dtls_bytes: 0,
+        }
+    }
+
+    /// The addresses the sockets are bound to (the host candidates).
+    pub(super) fn addrs(&self) -> Vec<SocketAddr> {
+        self.sockets.iter().map(|s| s.addr).collect()
+    }
+
+    /// ICE has connected: the DTLS records kept until now go to the core.
+    pub(super) fn ice_connected(&mut self, core: &mut RTCPeerConnection) {
+        for early in self.early_dtls.take().unwrap_or_default() {
+            let _ = core.handle_read(early);
+        }
+        self.early_dtls_bytes = 0;
+    }
+
+    /// Sends what the core has to send. Returns whether anything was sent.
+    ///
+    /// Consecutive datagrams for the same socket and peer, all of the first one's size (the
+    /// last may be shorter), go out as one batch where the socket supports segmentation
+    /// offload: one system call instead of dozens.
+    pub(super) fn drain_writes(
+        &mut self,
+        cx: &mut Context<'_>,
+        core: &mut RTCPeerConnection,
+    ) -> bool {
+        let mut any = false;
+        loop {
+            if self.tx_batch.is_none() {
+                let first = match self.tx_next.take() {
+                    Some(tx) => tx,
+                    None => match core.poll_write() {
+                        Some(tx) => tx,
+                        None => return any,
+                    },
+                };
+                let Some(socket) = self.socket_index(first.transport.local_addr) else {
+                    debug!(
+                        "no socket for {}: datagram dropped",
+                        first.transport.local_addr
+                    );
+                    continue;
+                };
+                self.fill_batch(core, socket, first);
+            }
+            let Some(batch) = &self.tx_batch else {
+                continue;
+            };
+            let sock = &self.sockets[batch.socket].sock;
+            match sock.poll_send_segments(cx, &self.tx_buf, batch.segment_size, batch.peer) {
+                Poll::Ready(r) => {
+                    if let Err(e) = r {
+                        debug!("send to {} failed: {e}", batch.peer);
+                    }
+                    any = true;
+                    self.tx_batch = None;
+                }
+                Poll::Pending => return any,
+            }
+        }
+    }
+
+    /// Starts a batch with `first` and adds the core's next datagrams while they fit.
+    fn fill_batch(&mut self, core: &mut RTCPeerConnection, socket: usize, first: TaggedBytesMut) {
+        let peer = first.transport.peer_addr;
+        let segment_size = first.message.len().max(1);
+        let max_segments = self.sockets[socket]
+            .sock
+            .max_send_segments()
+            .min(MAX_BATCH_BYTES / segment_size)
+            .max(1);
+        self.tx_buf.clear();
+        self.tx_buf.extend_from_slice(&first.message);
+        let mut segments = 1;
+        while segments < max_segments {
+            let Some(next) = core.poll_write() else {
+                break;
+            };
+            let fits = next.transport.peer_addr == peer
+                && self.socket_index(next.transport.local_addr) == Some(socket)
+                && !next.message.is_empty()
+                && next.message.len() <= segment_size;
+            if !fits {
+                self.tx_next = Some(next);
+                break;
+            }
+            self.tx_buf.extend_from_slice(&next.message);
+            segments += 1;
+            if next.message.len() < segment_size {
+                break; // only the last segment may be short
+            }
+        }
+        self.tx_batch = Some(TxBatch {
+            socket,
+            peer,
+            segment_size,
+        });
+    }
+
+    fn socket_index(&self, local: SocketAddr) -> Option<usize> {
+        self.sockets
+            .iter()
+            .position(|s| s.addr == local)
+            .or_else(|| {
+                self.sockets
+                    .iter()
+                    .position(|s| s.addr.is_ipv4() == local.is_ipv4())
+            })
+    }
+
+    /// Reads what the sockets have (a bounded batch) and hands what the filter admits to the
+    /// core. Returns whether anything was received.
+    pub(super) fn poll_sockets(
+        &mut self,
+        cx: &mut Context<'_>,
+        core: &mut RTCPeerConnection,
+        runtime: &dyn Runtime,
+    ) -> bool {
+        // One receive buffer per thread, not per connection: it only lives within this call,
+        // and with receive coalescing it is 64 KiB.
+        thread_local! {
+            static RECV_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        RECV_BUF.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            if buf.len() < self.recv_buffer {
+                buf.resize(self.recv_buffer, 0);
+            }
+            let mut any = false;
+            for i in 0..self.sockets.len() {
+                let local = self.sockets[i].addr;
+                for _ in 0..DATAGRAMS_PER_ROUND {
+                    let (len, stride, peer) =
+                        match self.sockets[i].sock.poll_recv_segments(cx, &mut buf) {
+                            Poll::Ready(Ok(r)) => r,
+                            Poll::Ready(Err(e)) => {
+                                // e.g. ICMP port unreachable reported on the next receive
+                                trace!("recv on {local}: {e}");
+                                any = true;
+                                continue;
+                            }
+                            Poll::Pending => break,
+                        };
+                    any = true;
+                    let now = runtime.now();
+                    for datagram in buf[..len.min(buf.len())].chunks(stride.max(1)) {
+                        self.handle_datagram(core, now, local, peer, datagram);
+                    }
+                }
+            }
+            any
+        })
+    }
+
+    fn handle_datagram(
+        &mut self,
+        core: &mut RTCPeerConnection,
+        now: Instant,
+        local: SocketAddr,
+        peer: SocketAddr,
+        datagram: &[u8],
+    ) {
+        let packet = || TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: local,
+                peer_addr: peer,
+                transport_protocol: TransportProtocol::UDP,
+                ecn: None,
+            },
+            message: BytesMut::from(datagram),
+        };
+        if !self.ingress.admit(peer, datagram) {
+            return;
+        }
+        // RFC 7983: first byte 20..=63 is DTLS.
+        let is_dtls = matches!(datagram.first(), Some(20..=63));
+        if let Some(early) = &mut self.early_dtls
+            && is_dtls
+            && early.len() < EARLY_DTLS_MAX
+            && self.early_dtls_bytes + datagram.len() <= EARLY_DTLS_MAX_BYTES
+        {
+            self.early_dtls_bytes += datagram.len();
+            early.push(packet());
+        }
+        let _ = core.handle_read(packet());
+    }
+
+    /// Sends the core's last datagrams (best effort: now or not at all) and releases the
+    /// ports.
+    pub(super) fn shutdown(&mut self, cx: &mut Context<'_>, core: &mut RTCPeerConnection) {
+        self.tx_batch = None;
+        self.tx_next = None;
+        self.drain_writes(cx, core);
+        self.sockets.clear();
+    }
+}

@@ -1,0 +1,91 @@
+//! What handles ask of the driver.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use rtc::{
+    data_channel::{RTCDataChannelId, RTCDataChannelInit},
+    peer_connection::{
+        configuration::{RTCAnswerOptions, RTCOfferOptions},
+        sdp::RTCSessionDescription,
+        transport::RTCIceCandidateInit,
+    },
+};
+
+use super::channel::DcShared;
+use crate::error::Result;
+
+/// The answer to a command.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// What handles ask of the driver.
+pub(crate) enum Command {
+    CreateOffer {
+        options: Option<Box<RTCOfferOptions>>,
+        reply: Reply<RTCSessionDescription>,
+    },
+    CreateAnswer {
+        options: Option<Box<RTCAnswerOptions>>,
+        reply: Reply<RTCSessionDescription>,
+    },
+    SetLocalDescription {
+        desc: Box<RTCSessionDescription>,
+        reply: Reply<()>,
+    },
+    SetRemoteDescription {
+        desc: Box<RTCSessionDescription>,
+        reply: Reply<()>,
+    },
+    AddIceCandidate {
+        candidate: Box<RTCIceCandidateInit>,
+        reply: Reply<()>,
+    },
+    LocalDescription {
+        reply: Reply<Option<RTCSessionDescription>>,
+    },
+    RemoteDescription {
+        reply: Reply<Option<RTCSessionDescription>>,
+    },
+    CreateDataChannel {
+        label: String,
+        init: Box<RTCDataChannelInit>,
+        reply: Reply<Arc<DcShared>>,
+    },
+    Send {
+        id: RTCDataChannelId,
+        payload: Payload,
+    },
+    CloseChannel {
+        id: RTCDataChannelId,
+        reply: Reply<()>,
+    },
+    Close {
+        reply: Reply<()>,
+    },
+}
+
+/// A message on its way to the core.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    Binary(Bytes),
+    Text(String),
+}
+
+impl Payload {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Payload::Binary(b) => b.len(),
+            Payload::Text(s) => s.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every slot of the bounded command queue is allocated up front: keep commands small.
+    #[test]
+    fn commands_are_small() {
+        assert!(std::mem::size_of::<super::Command>() <= 64);
+    }
+}

@@ -1,0 +1,69 @@
+//! Counters the driver keeps and handles read.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of the datagrams a connection's inbound filter passed and refused.
+///
+/// Returned by [`PeerConnection::filter_stats`](crate::PeerConnection::filter_stats). Every
+/// datagram received on the connection's sockets is counted exactly once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FilterStats {
+    /// Datagrams handed to the protocol core.
+    pub passed: u64,
+    /// STUN messages without valid ICE credentials (wrong or missing `USERNAME`, a
+    /// `MESSAGE-INTEGRITY` that does not verify), indications from unauthenticated sources,
+    /// and STUN methods or classes ICE does not use.
+    pub unauthenticated_stun: u64,
+    /// DTLS datagrams from sources that never authenticated with a STUN check.
+    pub stranger: u64,
+    /// DTLS datagrams from an authenticated source refused by the handshake guard: records a
+    /// genuine peer never sends at that point (forged handshake fragments, old-epoch records
+    /// after the handshake, unknown epochs) or beyond a budget.
+    pub dtls: u64,
+    /// RTP and RTCP datagrams (no media is negotiated).
+    pub media: u64,
+    /// Datagrams that are none of STUN, DTLS, RTP or RTCP, or are truncated.
+    pub malformed: u64,
+}
+
+/// Why a datagram was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    UnauthenticatedStun,
+    Stranger,
+    Dtls,
+    Media,
+    Malformed,
+}
+
+/// The counters behind [`FilterStats`], shared by the driver and the handles.
+#[derive(Debug, Default)]
+pub(crate) struct FilterCounters {
+    passed: AtomicU64,
+    refused: [AtomicU64; 5],
+}
+
+impl FilterCounters {
+    pub(crate) fn snapshot(&self) -> FilterStats {
+        let r = |i: usize| self.refused[i].load(Ordering::Relaxed);
+        FilterStats {
+            passed: self.passed.load(Ordering::Relaxed),
+            unauthenticated_stun: r(Refusal::UnauthenticatedStun as usize),
+            stranger: r(Refusal::Stranger as usize),
+            dtls: r(Refusal::Dtls as usize),
+            media: r(Refusal::Media as usize),
+            malformed: r(Refusal::Malformed as usize),
+        }
+    }
+}
+
+impl FilterCounters {
+    pub(crate) fn count_passed(&self) {
+        self.passed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_refused(&self, why: Refusal) {
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}

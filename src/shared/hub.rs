@@ -1,0 +1,146 @@
+//! The hub: current states plus one multicast per event kind, fed by the driver.
+
+use std::sync::Arc;
+
+use rtc::peer_connection::{
+    state::{
+        RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
+    },
+    transport::RTCIceCandidateInit,
+};
+
+use super::channel::{Announced, DcShared};
+use crate::stream::Multicast;
+
+/// An event as the driver publishes it. Data channels travel as their shared state, so an
+/// event sitting unread in a queue does not keep the connection alive; subscribers turn it
+/// into a handle when they read it.
+#[derive(Clone)]
+pub(crate) enum Raw {
+    IceCandidate(Option<RTCIceCandidateInit>),
+    Connection(RTCPeerConnectionState),
+    Signaling(RTCSignalingState),
+    IceConnection(RTCIceConnectionState),
+    IceGathering(RTCIceGatheringState),
+    NegotiationNeeded,
+    DataChannel(Arc<DcShared>),
+}
+
+/// The states the synchronous getters read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct States {
+    pub(crate) connection: RTCPeerConnectionState,
+    pub(crate) signaling: RTCSignalingState,
+    pub(crate) ice_connection: RTCIceConnectionState,
+    pub(crate) ice_gathering: RTCIceGatheringState,
+}
+
+/// Current states plus one multicast per event kind. Publishing and subscribing happen under
+/// one lock, so a new state subscriber sees the current state and then exactly the changes
+/// after it.
+pub(crate) struct Hub {
+    pub(crate) states: States,
+    pub(crate) all: Multicast<Raw>,
+    pub(crate) candidates: Multicast<Raw>,
+    pub(crate) connection: Multicast<Raw>,
+    pub(crate) signaling: Multicast<Raw>,
+    pub(crate) ice_connection: Multicast<Raw>,
+    pub(crate) ice_gathering: Multicast<Raw>,
+    pub(crate) data_channels: Multicast<Raw>,
+    pub(crate) negotiation: Multicast<Raw>,
+    /// Locally created channels, for the handler bridge only (it must see every channel; the
+    /// events announce remote ones). Lossless: one entry per channel created.
+    local_channels: Option<async_channel::Sender<Announced>>,
+}
+
+impl Hub {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            states: States {
+                connection: RTCPeerConnectionState::New,
+                signaling: RTCSignalingState::Stable,
+                ice_connection: RTCIceConnectionState::New,
+                ice_gathering: RTCIceGatheringState::New,
+            },
+            all: Multicast::new(capacity),
+            candidates: Multicast::new(capacity),
+            connection: Multicast::new(capacity),
+            signaling: Multicast::new(capacity),
+            ice_connection: Multicast::new(capacity),
+            ice_gathering: Multicast::new(capacity),
+            data_channels: Multicast::new(capacity),
+            negotiation: Multicast::new(capacity),
+            local_channels: None,
+        }
+    }
+
+    /// Records and fans out one event. State events that do not change the state are dropped.
+    pub(crate) fn publish(&mut self, raw: Raw) {
+        let s = &mut self.states;
+        let typed = match &raw {
+            Raw::IceCandidate(_) => &self.candidates,
+            Raw::Connection(v) => {
+                if std::mem::replace(&mut s.connection, *v) == *v {
+                    return;
+                }
+                &self.connection
+            }
+            Raw::Signaling(v) => {
+                if std::mem::replace(&mut s.signaling, *v) == *v {
+                    return;
+                }
+                &self.signaling
+            }
+            Raw::IceConnection(v) => {
+                if std::mem::replace(&mut s.ice_connection, *v) == *v {
+                    return;
+                }
+                &self.ice_connection
+            }
+            Raw::IceGathering(v) => {
+                if std::mem::replace(&mut s.ice_gathering, *v) == *v {
+                    return;
+                }
+                &self.ice_gathering
+            }
+            Raw::NegotiationNeeded => &self.negotiation,
+            Raw::DataChannel(_) => &self.data_channels,
+        };
+        typed.publish(raw.clone());
+        self.all.publish(raw);
+    }
+
+    /// Ends every stream (after what is already queued).
+    pub(crate) fn close(&self) {
+        for m in [
+            &self.all,
+            &self.candidates,
+            &self.connection,
+            &self.signaling,
+            &self.ice_connection,
+            &self.ice_gathering,
+            &self.data_channels,
+            &self.negotiation,
+        ] {
+            m.close();
+        }
+        if let Some(tx) = &self.local_channels {
+            tx.close();
+        }
+    }
+
+    /// Starts the feed of locally created channels for the handler bridge.
+    pub(crate) fn local_channels(&mut self) -> async_channel::Receiver<Announced> {
+        let (tx, rx) = async_channel::unbounded();
+        self.local_channels = Some(tx);
+        rx
+    }
+
+    /// Tells the handler bridge, if there is one, about a channel created locally.
+    pub(crate) fn announce_local_channel(&self, dc: &Arc<DcShared>) {
+        if let Some(tx) = &self.local_channels {
+            // Fails only once the bridge is gone: then nobody needs it.
+            let _ = tx.try_send(Announced::new(dc.clone(), false));
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The small types the driver and the handles share: commands, the connection's shared state,
+//! the event hub, per-channel state and counters. Everything above imports these; they import
+//! nothing of the crate but the multicast primitive, the error type and the lock helper.
+
+pub(crate) mod channel;
+pub(crate) mod command;
+pub(crate) mod counters;
+pub(crate) mod hub;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use futures::{channel::oneshot, task::AtomicWaker};
+
+use self::{
+    channel::ReceiveBudget,
+    command::{Command, Reply},
+    counters::FilterCounters,
+    hub::Hub,
+};
+use crate::error::{Error, Result};
+
+/// State shared by the driver and every handle.
+pub(crate) struct Shared {
+    pub(crate) hub: Mutex<Hub>,
+    pub(crate) driver_waker: Arc<AtomicWaker>,
+    /// What the inbound filter passed and refused.
+    pub(crate) filter: Arc<FilterCounters>,
+    /// The receive budget all channel inboxes share.
+    pub(crate) budget: Arc<ReceiveBudget>,
+}
+
+/// What every handle of one connection holds. When the last one is dropped, the command channel
+/// closes and the driver shuts the connection down.
+pub(crate) struct ConnHandle {
+    pub(crate) cmd: async_channel::Sender<Command>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) local_addrs: Vec<SocketAddr>,
+}
+
+impl ConnHandle {
+    /// Sends a command and waits for the driver's reply.
+    pub(crate) async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(make(tx)).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// A handle whose connection is gone: every command fails with [`Error::Closed`]. Stands
+    /// in for the connection where a channel handle must be made after its last handle was
+    /// dropped (the handler bridge delivering a channel's last messages).
+    pub(crate) fn detached() -> Arc<Self> {
+        // No receiver: every command fails as on a closed connection.
+        let (cmd, _) = async_channel::bounded(1);
+        Arc::new(Self {
+            cmd,
+            shared: Arc::new(Shared {
+                hub: Mutex::new(Hub::new(1)),
+                driver_waker: Arc::default(),
+                filter: Arc::default(),
+                budget: Arc::new(ReceiveBudget::new(1)),
+            }),
+            local_addrs: Vec::new(),
+        })
+    }
+}
