@@ -11,6 +11,7 @@ use rtc::peer_connection::{
 
 use crate::{
     data_channel::DataChannel,
+    media::RemoteTrack,
     shared::{
         ConnHandle,
         hub::{Hub, Raw},
@@ -39,6 +40,8 @@ pub enum PeerConnectionEvent {
     NegotiationNeeded,
     /// The remote peer opened a data channel.
     DataChannel(DataChannel),
+    /// The remote peer sends a track (one event per SSRC, or per RID of a simulcast sender).
+    Track(RemoteTrack),
     /// This subscriber fell behind and missed `missed` events at this point of the stream.
     Lagged {
         /// How many events were skipped.
@@ -116,6 +119,16 @@ pub(crate) fn data_channels(hub: &Hub, conn: Weak<ConnHandle>) -> EventStream<Da
     })
 }
 
+pub(crate) fn tracks(hub: &Hub, conn: Weak<ConnHandle>) -> EventStream<RemoteTrack> {
+    EventStream::new(None, hub.tracks.subscribe(), move |raw| match raw {
+        Raw::Track(shared) => Some(RemoteTrack {
+            conn: conn.upgrade()?,
+            shared,
+        }),
+        _ => None,
+    })
+}
+
 pub(crate) fn negotiation_needed(hub: &Hub) -> EventStream<()> {
     EventStream::new(None, hub.negotiation.subscribe(), |raw| match raw {
         Raw::NegotiationNeeded => Some(()),
@@ -134,6 +147,10 @@ fn to_event(raw: Raw, conn: &Weak<ConnHandle>) -> Option<PeerConnectionEvent> {
         Raw::DataChannel(dc) => PeerConnectionEvent::DataChannel(DataChannel {
             conn: conn.upgrade()?,
             dc,
+        }),
+        Raw::Track(shared) => PeerConnectionEvent::Track(RemoteTrack {
+            conn: conn.upgrade()?,
+            shared,
         }),
     })
 }

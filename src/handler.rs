@@ -30,6 +30,7 @@ use crate::{
         ChannelRef, ChannelWatch, DataChannel, DataChannelEvent, DataChannelMessage, MessageStream,
     },
     event::PeerConnectionEvent,
+    media::RemoteTrack,
     peer_connection::{
         BoxFuture, BridgeInputs, PeerConnectionBuilder, Starter, WeakPeerConnection,
     },
@@ -235,6 +236,14 @@ pub trait PeerConnectionEventHandler: Send + 'static {
         async {}
     }
 
+    /// The remote peer sends a track. Read its packets with
+    /// [`RemoteTrack::rtp`](crate::media::RemoteTrack::rtp), typically on a task of its own:
+    /// they are not pushed to the handler.
+    fn on_track(&mut self, track: RemoteTrack) -> impl Future<Output = ()> + Send {
+        let _ = track;
+        async {}
+    }
+
     /// The handler fell behind the connection's events and `missed` of them were dropped at
     /// this point (see the trait's "Back-pressure"). Read the current states from the
     /// connection's getters if it matters. A remote data channel announced by a dropped event
@@ -391,6 +400,7 @@ async fn run<H: PeerConnectionEventHandler>(mut handler: H, inputs: BridgeInputs
                     channels += 1;
                     handler.on_data_channel(dc).await;
                 }
+                PeerConnectionEvent::Track(track) => handler.on_track(track).await,
                 PeerConnectionEvent::Lagged { missed } => handler.on_lagged(missed).await,
             },
             Item::LocalChannel(watch) => {

@@ -125,6 +125,7 @@ pub mod data_channel;
 mod driver;
 pub mod error;
 pub mod event;
+pub mod media;
 mod peer_connection;
 pub mod runtime;
 mod shared;

@@ -30,6 +30,7 @@ use crate::{
     driver::{Driver, DriverConfig, Socket},
     error::{CoreError, Error, Result},
     event::{self, PeerConnectionEvent},
+    media::{LocalTrack, RemoteTrack, RtpSender},
     runtime::{Runtime, default_runtime},
     shared::{
         ConnHandle, Shared, channel::ReceiveBudget, command::Command, counters::FilterStats,
@@ -254,6 +255,47 @@ impl PeerConnection {
         event::ice_gathering_states(&lock(&self.inner.shared.hub))
     }
 
+    /// Tracks the remote peer sends: one [`RemoteTrack`] per SSRC (or per RID of a simulcast
+    /// sender), as its first packet arrives. Also delivered in [`events`](Self::events) as
+    /// [`PeerConnectionEvent::Track`].
+    pub fn tracks(&self) -> EventStream<RemoteTrack> {
+        event::tracks(&lock(&self.inner.shared.hub), Arc::downgrade(&self.inner))
+    }
+
+    /// Adds a local audio or video track (on a free transceiver of its kind, or a new one) and
+    /// returns its sender. Negotiate afterwards ([`negotiation_needed`](Self::negotiation_needed)
+    /// fires); the sender's writes wait until the connection is up.
+    ///
+    /// The codec must be registered in the connection's media engine
+    /// ([`PeerConnectionBuilder::default_codecs`]).
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
+    /// use webrtc_streams::{media::LocalTrack, rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS};
+    /// let audio = pc
+    ///     .add_track(LocalTrack::audio("mic", LocalTrack::codec(MIME_TYPE_OPUS, 48_000, 2)))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOperation`] if the core refuses the track, [`Error::Closed`] on a closed
+    /// connection.
+    pub async fn add_track(&self, track: LocalTrack) -> Result<RtpSender> {
+        let shared = self
+            .inner
+            .request(|reply| Command::AddTrack {
+                track: Box::new(track.spec),
+                reply,
+            })
+            .await?;
+        Ok(RtpSender {
+            conn: self.inner.clone(),
+            shared,
+        })
+    }
+
     /// Data channels opened by the remote peer.
     pub fn data_channels(&self) -> EventStream<DataChannel> {
         event::data_channels(&lock(&self.inner.shared.hub), Arc::downgrade(&self.inner))
@@ -418,6 +460,7 @@ pub struct PeerConnectionBuilder {
     configuration: RTCConfiguration,
     setting_engine: SettingEngine,
     media_engine: MediaEngine,
+    default_codecs: bool,
     runtime: Option<Arc<dyn Runtime>>,
     bind: Vec<SocketAddr>,
     include_loopback: bool,
@@ -433,6 +476,7 @@ impl Default for PeerConnectionBuilder {
             configuration: RTCConfiguration::default(),
             setting_engine: SettingEngine::default(),
             media_engine: MediaEngine::default(),
+            default_codecs: false,
             runtime: None,
             bind: Vec::new(),
             include_loopback: false,
@@ -472,6 +516,16 @@ impl PeerConnectionBuilder {
     /// data-channel-only connections.
     pub fn media_engine(mut self, media_engine: MediaEngine) -> Self {
         self.media_engine = media_engine;
+        self.default_codecs = false;
+        self
+    }
+
+    /// Registers `rtc`'s default codecs (Opus, G.722, PCMU, PCMA, VP8, VP9, H.264, AV1, H.265,
+    /// with RTX for video) in the media engine: what audio and video need. Replaces a media
+    /// engine set before.
+    pub fn default_codecs(mut self) -> Self {
+        self.media_engine = MediaEngine::default();
+        self.default_codecs = true;
         self
     }
 
@@ -572,10 +626,16 @@ impl PeerConnectionBuilder {
             .crypto_provider()
             .cloned()
             .or_else(|| rtc::crypto::default_provider().ok());
+        let mut media_engine = self.media_engine;
+        if self.default_codecs {
+            media_engine
+                .register_default_codecs()
+                .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?;
+        }
         let core = RTCPeerConnectionBuilder::new()
             .with_configuration(self.configuration)
             .with_setting_engine(self.setting_engine)
-            .with_media_engine(self.media_engine)
+            .with_media_engine(media_engine)
             .build(runtime.now())
             .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?;
 

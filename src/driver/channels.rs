@@ -10,9 +10,10 @@ use std::{
 use bytes::BytesMut;
 use log::{debug, trace};
 use rtc::{
-    data_channel::{RTCDataChannelId, RTCDataChannelInit, RTCDataChannelState},
-    peer_connection::{RTCPeerConnection, event::RTCDataChannelEvent, message::RTCMessage},
-    sansio::Protocol,
+    data_channel::{
+        RTCDataChannelId, RTCDataChannelInit, RTCDataChannelMessage, RTCDataChannelState,
+    },
+    peer_connection::{RTCPeerConnection, event::RTCDataChannelEvent},
 };
 
 use crate::{
@@ -228,47 +229,41 @@ impl Channels {
         }
     }
 
-    /// Moves received messages into channel inboxes until the core has none or the receive
-    /// budget is spent (then SCTP's receive window closes and the remote sender slows down);
-    /// then closes the channels the core closed, once their messages are delivered. Returns
-    /// whether anything was read.
-    pub(super) fn drain_reads(&mut self, core: &mut RTCPeerConnection) -> bool {
-        let any = self.read(core);
-        if self.parked.is_none() {
-            for id in std::mem::take(&mut self.closed) {
-                if let Some(ch) = self.map.remove(&id) {
-                    ch.dc.set_state(RTCDataChannelState::Closed);
-                }
-                self.closing.retain(|c| *c != id);
-            }
+    /// Retries the message that did not fit the budget. Returns whether reading may go on
+    /// (nothing is parked any more).
+    pub(super) fn retry_parked(&mut self, core: &mut RTCPeerConnection) -> bool {
+        match self.parked.take() {
+            Some((id, msg)) => self.deliver(core, id, msg),
+            None => true,
         }
-        any
     }
 
-    fn read(&mut self, core: &mut RTCPeerConnection) -> bool {
-        let mut any = false;
-        if let Some((id, msg)) = self.parked.take() {
-            if !self.deliver(core, id, msg) {
-                return false;
-            }
-            any = true;
+    /// A message the core received on channel `id`. Returns false if it did not fit the
+    /// receive budget: it is parked, and reading must stop until a reader makes room.
+    pub(super) fn deliver_read(
+        &mut self,
+        core: &mut RTCPeerConnection,
+        id: RTCDataChannelId,
+        msg: RTCDataChannelMessage,
+    ) -> bool {
+        let msg = DataChannelMessage {
+            is_string: msg.is_string,
+            data: msg.data.freeze(),
+        };
+        self.deliver(core, id, msg)
+    }
+
+    /// Closes the channels the core closed, once their received messages are delivered.
+    pub(super) fn finish_closed(&mut self) {
+        if self.parked.is_some() {
+            return;
         }
-        while let Some(m) = core.poll_read() {
-            any = true;
-            match m.message {
-                RTCMessage::DataChannelMessage(id, msg) => {
-                    let msg = DataChannelMessage {
-                        is_string: msg.is_string,
-                        data: msg.data.freeze(),
-                    };
-                    if !self.deliver(core, id, msg) {
-                        break;
-                    }
-                }
-                other => trace!("message ignored: {other:?}"),
+        for id in std::mem::take(&mut self.closed) {
+            if let Some(ch) = self.map.remove(&id) {
+                ch.dc.set_state(RTCDataChannelState::Closed);
             }
+            self.closing.retain(|c| *c != id);
         }
-        any
     }
 
     /// Frees the inboxes of channels nobody can read any more (no handle, no stream, no

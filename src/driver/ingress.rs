@@ -13,7 +13,9 @@
 //!   methods and classes, which the agent does not use, never pass.
 //! * **DTLS** (20–63) passes only from authenticated sources, and only as records a genuine
 //!   peer sends at that point of the handshake ([`DtlsGuard`]).
-//! * **RTP/RTCP** (128–191): no media is negotiated yet, so none passes.
+//! * **RTP/RTCP** (128–191) passes only when the remote description negotiates audio or
+//!   video, from an authenticated source, and only for the SSRCs it signals plus a few
+//!   unsignalled ones ([`MediaGate`]).
 //! * Anything else is dropped.
 //!
 //! Every refusal is counted ([`FilterStats`]) and the first of each kind is logged once per
@@ -95,6 +97,7 @@ pub(crate) struct Ingress {
     /// Most recently authenticated first.
     authenticated: Vec<SocketAddr>,
     dtls: DtlsGuard,
+    media: MediaGate,
     counters: Arc<FilterCounters>,
     /// Refusals already logged (bit per [`Refusal`]).
     logged: u8,
@@ -111,6 +114,7 @@ impl Ingress {
             remote: None,
             authenticated: Vec::new(),
             dtls: DtlsGuard::default(),
+            media: MediaGate::default(),
             counters,
             logged: 0,
         }
@@ -132,10 +136,22 @@ impl Ingress {
         self.remote = Some(creds);
     }
 
+    /// What the remote description allows of RTP and RTCP (after each remote description).
+    pub(crate) fn set_media(&mut self, gate: MediaGate) {
+        let unsignalled = std::mem::take(&mut self.media.unsignalled);
+        self.media = gate;
+        self.media.unsignalled = unsignalled;
+    }
+
     /// The DTLS handshake has completed: from now on only repeats of the peer's last flight
     /// may carry old-epoch handshake records.
     pub(crate) fn dtls_complete(&mut self) {
         self.dtls.complete = true;
+    }
+
+    /// Whether this side has seen the DTLS handshake complete.
+    pub(crate) fn dtls_done(&self) -> bool {
+        self.dtls.complete
     }
 
     /// Decides whether `datagram`, received from `peer`, may reach the core; counts it.
@@ -149,7 +165,13 @@ impl Ingress {
                     Err(Refusal::Stranger)
                 }
             }
-            Some(128..=191) => Err(Refusal::Media),
+            Some(128..=191) => {
+                if self.is_authenticated(peer) {
+                    self.media.admit(datagram)
+                } else {
+                    Err(Refusal::Media)
+                }
+            }
             _ => Err(Refusal::Malformed),
         };
         match verdict {
@@ -256,6 +278,70 @@ impl Ingress {
         }
         // The same check the agent makes later, made first.
         rtc::stun::integrity::MessageIntegrity::check(m, key, crypto.crypto()).is_ok()
+    }
+}
+
+/// SSRCs seen without being signalled that may still pass (simulcast layers announced by RID
+/// only, RTX, the RTCP of a peer that only receives).
+const MAX_UNSIGNALLED_SSRCS: usize = 16;
+
+/// What RTP and RTCP may pass: nothing unless the remote description negotiates audio or
+/// video; then, from an authenticated source, packets of the SSRCs the remote
+/// description signals, and of a few more first seen ([`MAX_UNSIGNALLED_SSRCS`]). SRTP keeps
+/// state per SSRC before it authenticates a packet, so this bounds what forged packets cost.
+#[derive(Debug, Default)]
+pub(crate) struct MediaGate {
+    enabled: bool,
+    signalled: Vec<u32>,
+    unsignalled: Vec<u32>,
+}
+
+impl MediaGate {
+    /// Reads the remote description: any audio or video section not rejected (port 0)
+    /// enables media; `a=ssrc:` lines name the signalled SSRCs.
+    pub(crate) fn from_sdp(sdp: &str) -> Self {
+        let mut gate = Self::default();
+        for line in sdp.lines().map(str::trim_end) {
+            if let Some(m) = line
+                .strip_prefix("m=audio ")
+                .or_else(|| line.strip_prefix("m=video "))
+            {
+                gate.enabled |= !m.starts_with("0 ");
+            } else if let Some(rest) = line.strip_prefix("a=ssrc:")
+                && let Some(ssrc) = rest.split(' ').next().and_then(|v| v.parse().ok())
+                && !gate.signalled.contains(&ssrc)
+            {
+                gate.signalled.push(ssrc);
+            }
+        }
+        gate
+    }
+
+    fn admit(&mut self, datagram: &[u8]) -> Result<(), Refusal> {
+        if !self.enabled || datagram.len() < 12 {
+            return Err(Refusal::Media);
+        }
+        // RFC 5761: RTCP packet types 192..=223 sit where RTP has marker + payload type; the
+        // sender's SSRC follows the 4-byte RTCP header, the RTP SSRC the 8-byte RTP header.
+        let at = if (192..=223).contains(&datagram[1]) {
+            4
+        } else {
+            8
+        };
+        let ssrc = u32::from_be_bytes([
+            datagram[at],
+            datagram[at + 1],
+            datagram[at + 2],
+            datagram[at + 3],
+        ]);
+        if self.signalled.contains(&ssrc) || self.unsignalled.contains(&ssrc) {
+            return Ok(());
+        }
+        if self.unsignalled.len() < MAX_UNSIGNALLED_SSRCS {
+            self.unsignalled.push(ssrc);
+            return Ok(());
+        }
+        Err(Refusal::Media)
     }
 }
 

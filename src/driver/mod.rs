@@ -16,6 +16,7 @@
 mod channels;
 mod ice;
 pub(crate) mod ingress;
+mod media;
 mod sockets;
 
 use std::{
@@ -32,6 +33,7 @@ use rtc::{
     peer_connection::{
         RTCPeerConnection,
         event::RTCPeerConnectionEvent,
+        message::RTCMessage,
         state::{
             RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
         },
@@ -43,7 +45,8 @@ pub(crate) use self::sockets::Socket;
 use self::{
     channels::Channels,
     ice::Ice,
-    ingress::{Credentials, Ingress},
+    ingress::{Credentials, Ingress, MediaGate},
+    media::Media,
     sockets::Io,
 };
 use crate::{
@@ -84,6 +87,8 @@ pub(crate) struct Driver {
     ice: Ice,
     /// Data channels.
     channels: Channels,
+    /// Audio and video tracks.
+    media: Media,
     /// Run `handle_timeout` once more in this round (the DTLS client's first flight waits
     /// for one after ICE connects).
     kick_timeout: bool,
@@ -101,6 +106,7 @@ impl Driver {
         config: DriverConfig,
     ) -> Self {
         let timer = runtime.new_timer(runtime.now() + Duration::from_secs(3600));
+        let media = Media::new(shared.clone(), crypto.clone());
         let ingress = Ingress::new(crypto, shared.filter.clone());
         let channels = Channels::new(
             shared.clone(),
@@ -118,6 +124,7 @@ impl Driver {
             io: Io::new(sockets, ingress),
             ice: Ice::default(),
             channels,
+            media,
             kick_timeout: false,
             finished: false,
         }
@@ -181,6 +188,9 @@ impl Driver {
                 {
                     self.io.ingress.set_local(creds);
                 }
+                if r.is_ok() {
+                    self.media.refresh(&mut self.core);
+                }
                 if r.is_ok() && self.ice.needs_gathering() {
                     self.drain_events(); // the signaling change comes before gathering
                     self.publish(Raw::IceGathering(RTCIceGatheringState::Gathering));
@@ -196,16 +206,15 @@ impl Driver {
                     .map_err(|e| Error::InvalidSessionDescription(e.into()));
                 let ok = r.is_ok();
                 let _ = reply.send(r);
-                if ok
-                    && let Some(creds) = self
-                        .core
-                        .remote_description()
-                        .and_then(|d| Credentials::from_sdp(&d.sdp))
-                {
-                    self.io.ingress.set_remote(creds);
+                if ok && let Some(remote) = self.core.remote_description() {
+                    if let Some(creds) = Credentials::from_sdp(&remote.sdp) {
+                        self.io.ingress.set_remote(creds);
+                    }
+                    self.io.ingress.set_media(MediaGate::from_sdp(&remote.sdp));
                 }
                 if ok {
                     self.ice.remote_description_set(&mut self.core);
+                    self.media.refresh(&mut self.core);
                 }
             }
             Command::AddIceCandidate { candidate, reply } => {
@@ -231,6 +240,19 @@ impl Driver {
                 self.shutdown(cx);
                 let _ = reply.send(Ok(()));
             }
+            Command::AddTrack { track, reply } => {
+                let r = self.media.add_track(&mut self.core, *track);
+                let _ = reply.send(r);
+            }
+            Command::WriteRtp { sender, packet } => {
+                self.media.write_rtp(&mut self.core, now, sender, *packet)
+            }
+            Command::RequestKeyframe {
+                receiver,
+                media_ssrc,
+            } => self
+                .media
+                .request_keyframe(&mut self.core, now, receiver, media_ssrc),
         }
     }
 
@@ -245,7 +267,39 @@ impl Driver {
             }
             any |= self.drain_events();
         }
-        any |= self.channels.drain_reads(&mut self.core);
+        any |= self.drain_reads();
+        any
+    }
+
+    /// Moves what the core received to its readers: data-channel messages into inboxes
+    /// (until the receive budget is spent: then SCTP's window closes and the remote sender
+    /// slows down), RTP into track queues (which never hold reading back).
+    fn drain_reads(&mut self) -> bool {
+        let mut any = false;
+        if self.channels.retry_parked(&mut self.core) {
+            while let Some(m) = self.core.poll_read() {
+                any = true;
+                match m.message {
+                    RTCMessage::DataChannelMessage(id, msg) => {
+                        if !self.channels.deliver_read(&mut self.core, id, msg) {
+                            break;
+                        }
+                    }
+                    RTCMessage::RtpPacket(track_id, packet) => {
+                        self.media.deliver(&track_id, packet)
+                    }
+                    other => trace!("message ignored: {other:?}"),
+                }
+            }
+        }
+        // Data is held back; media is not (real-time: its queues drop their oldest instead).
+        while let Some(m) = self.core.poll_media_read() {
+            any = true;
+            if let RTCMessage::RtpPacket(track_id, packet) = m.message {
+                self.media.deliver(&track_id, packet);
+            }
+        }
+        self.channels.finish_closed();
         any
     }
 
@@ -291,13 +345,15 @@ impl Driver {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) => {
                 if s == RTCPeerConnectionState::Connected {
                     // Connected means the DTLS handshake has completed.
-                    self.io.ingress.dtls_complete();
+                    self.io.dtls_complete(&mut self.core);
+                    self.media.connected(&mut self.core);
                 }
                 self.publish(Raw::Connection(s))
             }
             RTCPeerConnectionEvent::OnDataChannel(e) => {
                 self.channels.handle_event(&mut self.core, e)
             }
+            RTCPeerConnectionEvent::OnTrack(e) => self.media.handle_event(&mut self.core, e),
             other => trace!("core event ignored: {other:?}"),
         }
     }
@@ -363,6 +419,7 @@ impl Driver {
         hub.close();
         drop(hub);
         self.channels.shutdown();
+        self.media.shutdown();
         self.cmd_rx.close();
         // Commands still queued get no reply: their callers see `Error::Closed`.
         while let Ok(cmd) = self.cmd_rx.try_recv() {

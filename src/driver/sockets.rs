@@ -24,6 +24,9 @@ const DATAGRAMS_PER_ROUND: usize = 64;
 /// DTLS datagrams kept for replay while ICE is not connected yet, and their total size.
 const EARLY_DTLS_MAX: usize = 16;
 const EARLY_DTLS_MAX_BYTES: usize = 32 * 1024;
+/// RTP/RTCP datagrams kept for replay until the DTLS handshake completes, and their size.
+const EARLY_MEDIA_MAX: usize = 64;
+const EARLY_MEDIA_MAX_BYTES: usize = 96 * 1024;
 /// Upper bound of one send batch (segmentation offload takes at most 64 KiB).
 const MAX_BATCH_BYTES: usize = 60 * 1024;
 
@@ -50,6 +53,12 @@ pub(super) struct Io {
     /// sources the inbound filter authenticated, and bounded. `None` once ICE has connected.
     early_dtls: Option<Vec<TaggedBytesMut>>,
     early_dtls_bytes: usize,
+    /// RTP and RTCP that arrived before this side saw the DTLS handshake complete: the core
+    /// installs the SRTP keys only when its events are drained, so packets in the same batch
+    /// as the handshake's last flight would be dropped. Replayed once it completes; bounded.
+    /// `None` once it has.
+    early_media: Option<Vec<TaggedBytesMut>>,
+    early_media_bytes: usize,
 }
 
 /// Datagrams gathered for one segmented send.
@@ -75,6 +84,8 @@ impl Io {
             ingress,
             early_dtls: Some(Vec::new()),
             early_dtls_bytes: 0,
+            early_media: Some(Vec::new()),
+            early_media_bytes: 0,
         }
     }
 
@@ -89,6 +100,16 @@ impl Io {
             let _ = core.handle_read(early);
         }
         self.early_dtls_bytes = 0;
+    }
+
+    /// The DTLS handshake has completed and the SRTP keys are in place: RTP and RTCP that
+    /// arrived before go to the core.
+    pub(super) fn dtls_complete(&mut self, core: &mut RTCPeerConnection) {
+        self.ingress.dtls_complete();
+        for early in self.early_media.take().unwrap_or_default() {
+            let _ = core.handle_read(early);
+        }
+        self.early_media_bytes = 0;
     }
 
     /// Sends what the core has to send. Returns whether anything was sent.
@@ -250,7 +271,17 @@ impl Io {
         if !self.ingress.admit(peer, datagram) {
             return;
         }
-        // RFC 7983: first byte 20..=63 is DTLS.
+        // RFC 7983: first byte 128..=191 is RTP or RTCP, 20..=63 DTLS.
+        if matches!(datagram.first(), Some(128..=191)) && !self.ingress.dtls_done() {
+            if let Some(early) = &mut self.early_media
+                && early.len() < EARLY_MEDIA_MAX
+                && self.early_media_bytes + datagram.len() <= EARLY_MEDIA_MAX_BYTES
+            {
+                self.early_media_bytes += datagram.len();
+                early.push(packet());
+            }
+            return;
+        }
         let is_dtls = matches!(datagram.first(), Some(20..=63));
         if let Some(early) = &mut self.early_dtls
             && is_dtls

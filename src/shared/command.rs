@@ -11,9 +11,14 @@ use rtc::{
         sdp::RTCSessionDescription,
         transport::RTCIceCandidateInit,
     },
+    rtp,
+    rtp_transceiver::{
+        RTCRtpReceiverId, RTCRtpSenderId,
+        rtp_sender::{RTCRtpCodec, RtpCodecKind},
+    },
 };
 
-use super::channel::DcShared;
+use super::{channel::DcShared, media::SenderShared};
 use crate::error::Result;
 
 /// The answer to a command.
@@ -63,6 +68,27 @@ pub(crate) enum Command {
     Close {
         reply: Reply<()>,
     },
+    AddTrack {
+        track: Box<TrackSpec>,
+        reply: Reply<Arc<SenderShared>>,
+    },
+    WriteRtp {
+        sender: RTCRtpSenderId,
+        packet: Box<rtp::Packet>,
+    },
+    RequestKeyframe {
+        receiver: RTCRtpReceiverId,
+        media_ssrc: u32,
+    },
+}
+
+/// A local track to add: what [`LocalTrack`](crate::media::LocalTrack) describes.
+#[derive(Debug, Clone)]
+pub(crate) struct TrackSpec {
+    pub(crate) kind: RtpCodecKind,
+    pub(crate) track_id: String,
+    pub(crate) stream_id: String,
+    pub(crate) codec: RTCRtpCodec,
 }
 
 /// A message on its way to the core.

@@ -9,7 +9,10 @@ use rtc::peer_connection::{
     transport::RTCIceCandidateInit,
 };
 
-use super::channel::{Announced, DcShared};
+use super::{
+    channel::{Announced, DcShared},
+    media::TrackShared,
+};
 use crate::stream::Multicast;
 
 /// An event as the driver publishes it. Data channels travel as their shared state, so an
@@ -24,6 +27,7 @@ pub(crate) enum Raw {
     IceGathering(RTCIceGatheringState),
     NegotiationNeeded,
     DataChannel(Arc<DcShared>),
+    Track(Arc<TrackShared>),
 }
 
 /// The states the synchronous getters read.
@@ -48,6 +52,7 @@ pub(crate) struct Hub {
     pub(crate) ice_gathering: Multicast<Raw>,
     pub(crate) data_channels: Multicast<Raw>,
     pub(crate) negotiation: Multicast<Raw>,
+    pub(crate) tracks: Multicast<Raw>,
     /// Locally created channels, for the handler bridge only (it must see every channel; the
     /// events announce remote ones). Lossless: one entry per channel created.
     local_channels: Option<async_channel::Sender<Announced>>,
@@ -70,6 +75,7 @@ impl Hub {
             ice_gathering: Multicast::new(capacity),
             data_channels: Multicast::new(capacity),
             negotiation: Multicast::new(capacity),
+            tracks: Multicast::new(capacity),
             local_channels: None,
         }
     }
@@ -105,6 +111,7 @@ impl Hub {
             }
             Raw::NegotiationNeeded => &self.negotiation,
             Raw::DataChannel(_) => &self.data_channels,
+            Raw::Track(_) => &self.tracks,
         };
         typed.publish(raw.clone());
         self.all.publish(raw);
@@ -121,6 +128,7 @@ impl Hub {
             &self.ice_gathering,
             &self.data_channels,
             &self.negotiation,
+            &self.tracks,
         ] {
             m.close();
         }

@@ -6,6 +6,7 @@ pub(crate) mod channel;
 pub(crate) mod command;
 pub(crate) mod counters;
 pub(crate) mod hub;
+pub(crate) mod media;
 
 use std::{
     net::SocketAddr,

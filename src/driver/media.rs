@@ -1,0 +1,227 @@
+//! Media, as the driver drives it: local tracks (senders), remote tracks and their packets.
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use log::{debug, trace};
+use rtc::{
+    crypto::RTCCryptoProvider,
+    media_stream::MediaStreamTrack,
+    peer_connection::{RTCPeerConnection, event::RTCTrackEvent},
+    rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication,
+    rtp,
+    rtp_transceiver::{
+        RTCRtpReceiverId, RTCRtpSenderId,
+        rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters},
+    },
+};
+
+use crate::{
+    error::{CoreError, Error, Result},
+    shared::{
+        Shared,
+        command::TrackSpec,
+        hub::Raw,
+        media::{DEFAULT_TRACK_CAPACITY, SenderShared, SenderState, TrackParams, TrackShared},
+    },
+    sync::lock,
+};
+
+/// The connection's local and remote tracks.
+pub(super) struct Media {
+    shared: Arc<Shared>,
+    crypto: Option<Arc<dyn RTCCryptoProvider>>,
+    senders: Vec<Arc<SenderShared>>,
+    /// Remote tracks by track id (several for a simulcast sender: one per layer).
+    tracks: HashMap<String, Vec<Arc<TrackShared>>>,
+    /// SRTP is up: senders may send.
+    up: bool,
+    /// Fallback SSRC source when no crypto provider is at hand.
+    next_ssrc: u32,
+}
+
+impl Media {
+    pub(super) fn new(shared: Arc<Shared>, crypto: Option<Arc<dyn RTCCryptoProvider>>) -> Self {
+        Self {
+            shared,
+            crypto,
+            senders: Vec::new(),
+            tracks: HashMap::new(),
+            up: false,
+            next_ssrc: 0x5eed_0001,
+        }
+    }
+
+    fn random_ssrc(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        if let Some(c) = &self.crypto
+            && c.random().fill(&mut b).is_ok()
+        {
+            return u32::from_be_bytes(b).max(1);
+        }
+        self.next_ssrc = self
+            .next_ssrc
+            .wrapping_mul(1_664_525)
+            .wrapping_add(1_013_904_223);
+        self.next_ssrc.max(1)
+    }
+
+    /// Adds a local track to the core (a new transceiver, or a free one of its kind).
+    pub(super) fn add_track(
+        &mut self,
+        core: &mut RTCPeerConnection,
+        spec: TrackSpec,
+    ) -> Result<Arc<SenderShared>> {
+        let ssrc = self.random_ssrc();
+        let track = MediaStreamTrack::new(
+            spec.stream_id.clone(),
+            spec.track_id.clone(),
+            spec.track_id.clone(),
+            spec.kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                active: true,
+                codec: spec.codec.clone(),
+                ..Default::default()
+            }],
+        );
+        let id = core
+            .add_track(track)
+            .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?;
+        let sender = Arc::new(SenderShared::new(
+            id,
+            ssrc,
+            spec.kind,
+            spec.codec,
+            spec.track_id,
+        ));
+        self.senders.push(sender.clone());
+        self.refresh(core);
+        Ok(sender)
+    }
+
+    /// Reads the negotiated payload types; marks senders ready once SRTP is up.
+    pub(super) fn refresh(&mut self, core: &mut RTCPeerConnection) {
+        for s in &self.senders {
+            let pt = core.rtp_sender(s.id).and_then(|mut sender| {
+                let codecs = &sender.get_parameters().rtp_parameters.codecs;
+                codecs
+                    .iter()
+                    .find(|c| {
+                        c.rtp_codec
+                            .mime_type
+                            .eq_ignore_ascii_case(&s.codec.mime_type)
+                    })
+                    .or(codecs.first())
+                    .map(|c| c.payload_type)
+            });
+            if let Some(pt) = pt {
+                s.set_payload_type(pt);
+                if self.up {
+                    s.set_state(SenderState::Ready);
+                }
+            }
+        }
+    }
+
+    /// The connection is up (DTLS done, SRTP keys in place).
+    pub(super) fn connected(&mut self, core: &mut RTCPeerConnection) {
+        self.up = true;
+        self.refresh(core);
+    }
+
+    pub(super) fn write_rtp(
+        &mut self,
+        core: &mut RTCPeerConnection,
+        now: Instant,
+        sender: RTCRtpSenderId,
+        packet: rtp::Packet,
+    ) {
+        let Some(mut s) = core.rtp_sender(sender) else {
+            debug!("RTP for an unknown sender dropped");
+            return;
+        };
+        if let Err(e) = s.write_rtp(now, packet) {
+            debug!("write_rtp: {e}");
+        }
+    }
+
+    pub(super) fn request_keyframe(
+        &mut self,
+        core: &mut RTCPeerConnection,
+        now: Instant,
+        receiver: RTCRtpReceiverId,
+        media_ssrc: u32,
+    ) {
+        let Some(mut r) = core.rtp_receiver(receiver) else {
+            return;
+        };
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc,
+        };
+        if let Err(e) = r.write_rtcp(now, vec![Box::new(pli)]) {
+            debug!("picture loss indication: {e}");
+        }
+    }
+
+    /// A track event of the core.
+    pub(super) fn handle_event(&mut self, core: &mut RTCPeerConnection, ev: RTCTrackEvent) {
+        match ev {
+            RTCTrackEvent::OnOpen(init) => {
+                let (kind, codec) = match core.rtp_receiver(init.receiver_id) {
+                    Some(r) => (r.track().kind(), r.track().codec(init.ssrc).cloned()),
+                    None => return,
+                };
+                let track = Arc::new(TrackShared::new(TrackParams {
+                    track_id: init.track_id.clone(),
+                    receiver_id: init.receiver_id,
+                    kind,
+                    codec,
+                    ssrc: init.ssrc,
+                    rid: init.rid.clone(),
+                    stream_ids: init.stream_ids.clone(),
+                    capacity: DEFAULT_TRACK_CAPACITY,
+                }));
+                self.tracks
+                    .entry(init.track_id)
+                    .or_default()
+                    .push(track.clone());
+                lock(&self.shared.hub).publish(Raw::Track(track));
+            }
+            RTCTrackEvent::OnClose(track_id) => {
+                for t in self.tracks.remove(&track_id).unwrap_or_default() {
+                    t.close();
+                }
+            }
+            other => trace!("track event ignored: {other:?}"),
+        }
+    }
+
+    /// A received RTP packet of track `track_id`.
+    pub(super) fn deliver(&mut self, track_id: &str, packet: rtp::Packet) {
+        let Some(layers) = self.tracks.get(track_id) else {
+            trace!("RTP for unknown track {track_id} dropped");
+            return;
+        };
+        let track = layers
+            .iter()
+            .find(|t| t.ssrc == packet.header.ssrc)
+            .or(layers.first());
+        if let Some(t) = track {
+            t.deliver(packet);
+        }
+    }
+
+    /// The connection is closed: every track ends, every sender fails.
+    pub(super) fn shutdown(&mut self) {
+        for t in self.tracks.drain().flat_map(|(_, v)| v) {
+            t.close();
+        }
+        for s in &self.senders {
+            s.set_state(SenderState::Closed);
+        }
+    }
+}

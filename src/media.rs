@@ -1,0 +1,409 @@
+//! Audio and video: local tracks you send, remote tracks you receive, both as streams.
+//!
+//! Media needs codecs: the default [`MediaEngine`](rtc::peer_connection::configuration::media_engine::MediaEngine)
+//! is empty (right for data-channel-only connections). Register the default codecs with
+//! [`PeerConnectionBuilder::default_codecs`](crate::PeerConnectionBuilder::default_codecs), or
+//! pass a media engine of your own.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use futures::StreamExt;
+//! use webrtc_streams::{
+//!     PeerConnection,
+//!     media::{LocalTrack, Sample},
+//!     rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8,
+//! };
+//!
+//! # async fn f() -> webrtc_streams::Result<()> {
+//! let pc = PeerConnection::builder().default_codecs().build().await?;
+//! // Receive: every remote track is an item of `tracks()`, its RTP packets a stream.
+//! let mut tracks = pc.tracks();
+//! tokio::spawn(async move {
+//!     while let Some(track) = tracks.next().await {
+//!         println!("{:?} {:?}", track.kind(), track.codec());
+//!         let mut rtp = track.rtp();
+//!         tokio::spawn(async move {
+//!             while let Some(packet) = rtp.next().await {
+//!                 let _ = packet.header.sequence_number;
+//!             }
+//!         });
+//!     }
+//! });
+//! // Send: samples (packetized here) or RTP packets as they are.
+//! let video = pc.add_track(LocalTrack::video("camera", LocalTrack::codec(MIME_TYPE_VP8, 90_000, 0))).await?;
+//! // ... negotiate ...
+//! video
+//!     .write_sample(Sample::new(Bytes::from_static(b"<a VP8 frame>"), Duration::from_millis(33)))
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+use std::{
+    fmt,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures::Stream;
+pub use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
+use rtc::{
+    rtp,
+    rtp::{packetizer::new_packetizer, sequence::new_random_sequencer},
+};
+
+use crate::{
+    error::{CoreError, Error, Result},
+    shared::{
+        ConnHandle,
+        command::{Command, TrackSpec},
+        media::{SenderShared, SenderState, TrackShared},
+    },
+};
+
+/// The RTP payload size `write_sample` aims at (fits a 1,200-byte datagram with headers).
+const SAMPLE_MTU: usize = 1_100;
+
+/// A track to send: its kind, an id, the media stream it belongs to and its codec. Add it with
+/// [`PeerConnection::add_track`](crate::PeerConnection::add_track).
+#[derive(Debug, Clone)]
+pub struct LocalTrack {
+    pub(crate) spec: TrackSpec,
+}
+
+impl LocalTrack {
+    /// A track of `kind`, identified by `id` (the `msid` track id), in media stream
+    /// `stream_id`, sent with `codec`.
+    pub fn new(
+        kind: RtpCodecKind,
+        id: impl Into<String>,
+        stream_id: impl Into<String>,
+        codec: RTCRtpCodec,
+    ) -> Self {
+        Self {
+            spec: TrackSpec {
+                kind,
+                track_id: id.into(),
+                stream_id: stream_id.into(),
+                codec,
+            },
+        }
+    }
+
+    /// An audio track in a media stream named after it.
+    pub fn audio(id: impl Into<String>, codec: RTCRtpCodec) -> Self {
+        let id = id.into();
+        Self::new(RtpCodecKind::Audio, id.clone(), id, codec)
+    }
+
+    /// A video track in a media stream named after it.
+    pub fn video(id: impl Into<String>, codec: RTCRtpCodec) -> Self {
+        let id = id.into();
+        Self::new(RtpCodecKind::Video, id.clone(), id, codec)
+    }
+
+    /// A codec by MIME type (`rtc`'s `MIME_TYPE_*` constants), clock rate and channel count
+    /// (0 for video), with no format parameters.
+    pub fn codec(mime_type: &str, clock_rate: u32, channels: u16) -> RTCRtpCodec {
+        RTCRtpCodec {
+            mime_type: mime_type.to_owned(),
+            clock_rate,
+            channels,
+            ..Default::default()
+        }
+    }
+
+    /// The track's kind.
+    pub fn kind(&self) -> RtpCodecKind {
+        self.spec.kind
+    }
+
+    /// The track's id.
+    pub fn id(&self) -> &str {
+        &self.spec.track_id
+    }
+}
+
+/// A chunk of encoded media — an audio frame, a video frame — and how long it lasts.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Sample {
+    /// The encoded frame.
+    pub data: Bytes,
+    /// How long it plays; the RTP timestamp advances by this much.
+    pub duration: Duration,
+}
+
+impl Sample {
+    /// A sample of `data` lasting `duration`.
+    pub fn new(data: Bytes, duration: Duration) -> Self {
+        Self { data, duration }
+    }
+}
+
+/// The sending side of a local track; cheap to clone. Returned by
+/// [`PeerConnection::add_track`](crate::PeerConnection::add_track).
+///
+/// Packets written before the connection is up would be dropped by the protocol core, so
+/// [`write_rtp`](Self::write_rtp) and [`write_sample`](Self::write_sample) wait until it is.
+#[derive(Clone)]
+pub struct RtpSender {
+    pub(crate) conn: Arc<ConnHandle>,
+    pub(crate) shared: Arc<SenderShared>,
+}
+
+impl RtpSender {
+    /// The track's kind.
+    pub fn kind(&self) -> RtpCodecKind {
+        self.shared.kind
+    }
+
+    /// The track's id.
+    pub fn track_id(&self) -> &str {
+        &self.shared.track_id
+    }
+
+    /// The SSRC this sender sends with.
+    pub fn ssrc(&self) -> u32 {
+        self.shared.ssrc
+    }
+
+    /// The codec the track was added with.
+    pub fn codec(&self) -> &RTCRtpCodec {
+        &self.shared.codec
+    }
+
+    /// The negotiated payload type, once the connection is up.
+    pub fn payload_type(&self) -> Option<u8> {
+        self.shared.payload_type()
+    }
+
+    /// Sends one RTP packet. Its SSRC and payload type are replaced by this sender's, so
+    /// packets received on another connection can be forwarded as they are.
+    ///
+    /// Waits until the connection is up (and while the connection's command queue is full).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the connection is closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped before it completes, the packet is either not sent or handed to
+    /// the connection whole.
+    pub async fn write_rtp(&self, mut packet: rtp::Packet) -> Result<()> {
+        let pt = self.ready().await?;
+        packet.header.ssrc = self.shared.ssrc;
+        packet.header.payload_type = pt;
+        self.send(packet).await
+    }
+
+    /// Packetizes one sample for the track's codec and sends the packets; RTP timestamps
+    /// advance by the sample's duration.
+    ///
+    /// Waits until the connection is up (and while the connection's command queue is full).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the connection is closed; [`Error::InvalidOperation`] if the
+    /// track's codec has no packetizer (`rtc` packetizes Opus, G.722, PCMU/PCMA, VP8, VP9,
+    /// H.264, H.265 and AV1).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped midway, part of the sample's packets may have been sent.
+    pub async fn write_sample(&self, sample: Sample) -> Result<()> {
+        let pt = self.ready().await?;
+        let samples = (sample.duration.as_secs_f64() * f64::from(self.shared.codec.clock_rate))
+            .round() as u32;
+        let packets = {
+            let mut packetizer = crate::sync::lock(&self.shared.packetizer);
+            if packetizer.is_none() {
+                let payloader = self
+                    .shared
+                    .codec
+                    .payloader()
+                    .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?;
+                *packetizer = Some(Box::new(new_packetizer(
+                    Instant::now(),
+                    SAMPLE_MTU,
+                    pt,
+                    self.shared.ssrc,
+                    payloader,
+                    Box::new(new_random_sequencer()),
+                    self.shared.codec.clock_rate,
+                )));
+            }
+            let Some(p) = packetizer.as_mut() else {
+                unreachable!("the packetizer was just made");
+            };
+            p.packetize(Instant::now(), &sample.data, samples)
+                .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?
+        };
+        for packet in packets {
+            self.send(packet).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until packets can go out; returns the payload type to send with.
+    async fn ready(&self) -> Result<u8> {
+        loop {
+            let listener = self.shared.changed.listen();
+            match self.shared.state() {
+                SenderState::Ready => {
+                    if let Some(pt) = self.shared.payload_type() {
+                        return Ok(pt);
+                    }
+                }
+                SenderState::Closed => return Err(Error::Closed),
+                SenderState::Waiting => {}
+            }
+            listener.await;
+        }
+    }
+
+    async fn send(&self, packet: rtp::Packet) -> Result<()> {
+        let cmd = Command::WriteRtp {
+            sender: self.shared.id,
+            packet: Box::new(packet),
+        };
+        self.conn.cmd.send(cmd).await.map_err(|_| Error::Closed)
+    }
+}
+
+impl fmt::Debug for RtpSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+/// A track the remote peer sends; cheap to clone. Items of
+/// [`PeerConnection::tracks`](crate::PeerConnection::tracks) (one per SSRC, or per RID of a
+/// simulcast sender).
+///
+/// Its packets are read with [`rtp`](Self::rtp). Media is real-time: the track holds up to
+/// 512 packets for its reader; when a reader falls further behind, the oldest packets are
+/// dropped and counted ([`dropped`](Self::dropped)). A slow reader never slows the connection
+/// or other tracks down.
+#[derive(Clone)]
+pub struct RemoteTrack {
+    pub(crate) conn: Arc<ConnHandle>,
+    pub(crate) shared: Arc<TrackShared>,
+}
+
+impl RemoteTrack {
+    /// The track's id (the remote `msid` track id).
+    pub fn id(&self) -> &str {
+        &self.shared.track_id
+    }
+
+    /// The ids of the media streams the track belongs to.
+    pub fn stream_ids(&self) -> &[String] {
+        &self.shared.stream_ids
+    }
+
+    /// Audio or video.
+    pub fn kind(&self) -> RtpCodecKind {
+        self.shared.kind
+    }
+
+    /// The negotiated codec.
+    pub fn codec(&self) -> Option<&RTCRtpCodec> {
+        self.shared.codec.as_ref()
+    }
+
+    /// The SSRC of the packets.
+    pub fn ssrc(&self) -> u32 {
+        self.shared.ssrc
+    }
+
+    /// The RTP stream id (simulcast layer), if the sender uses RIDs.
+    pub fn rid(&self) -> Option<&str> {
+        self.shared.rid.as_deref()
+    }
+
+    /// The track's RTP packets, in the order they arrived. All streams returned by this
+    /// method share one queue: each packet goes to one of them. Packets that arrived before the
+    /// first call wait in the queue (up to its capacity). The stream ends when the track or
+    /// the connection closes.
+    pub fn rtp(&self) -> RtpStream {
+        RtpStream {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Packets received on this track so far.
+    pub fn received(&self) -> u64 {
+        self.shared.counts().0
+    }
+
+    /// Packets dropped because the reader fell more than the queue's capacity behind.
+    pub fn dropped(&self) -> u64 {
+        self.shared.counts().1
+    }
+
+    /// Asks the sender for a key frame (RTCP picture loss indication).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the connection is closed.
+    pub async fn request_keyframe(&self) -> Result<()> {
+        let cmd = Command::RequestKeyframe {
+            receiver: self.shared.receiver_id,
+            media_ssrc: self.shared.ssrc,
+        };
+        self.conn.cmd.send(cmd).await.map_err(|_| Error::Closed)
+    }
+}
+
+impl fmt::Debug for RemoteTrack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+impl PartialEq for RemoteTrack {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl Eq for RemoteTrack {}
+
+/// The RTP packets of one remote track; see [`RemoteTrack::rtp`].
+#[must_use = "streams do nothing unless polled"]
+pub struct RtpStream {
+    shared: Arc<TrackShared>,
+}
+
+impl RtpStream {
+    /// Packets dropped so far because the reader fell behind (for the whole track).
+    pub fn dropped(&self) -> u64 {
+        self.shared.counts().1
+    }
+
+    /// Packets waiting to be read.
+    pub fn queued(&self) -> usize {
+        self.shared.queued()
+    }
+}
+
+impl Stream for RtpStream {
+    type Item = rtp::Packet;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<rtp::Packet>> {
+        self.shared.poll_packet(cx)
+    }
+}
+
+impl fmt::Debug for RtpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RtpStream")
+            .field("track", &self.shared.track_id)
+            .finish()
+    }
+}
