@@ -12,7 +12,9 @@ use futures::{Stream, StreamExt, task::AtomicWaker};
 use rtc::peer_connection::{
     RTCPeerConnectionBuilder,
     configuration::{
-        RTCAnswerOptions, RTCConfiguration, RTCOfferOptions, media_engine::MediaEngine,
+        RTCAnswerOptions, RTCConfiguration, RTCOfferOptions,
+        interceptor_registry::{Registry, register_default_interceptors},
+        media_engine::MediaEngine,
         setting_engine::SettingEngine,
     },
     sdp::RTCSessionDescription,
@@ -461,6 +463,7 @@ pub struct PeerConnectionBuilder {
     setting_engine: SettingEngine,
     media_engine: MediaEngine,
     default_codecs: bool,
+    interceptor_registry: Option<Registry>,
     runtime: Option<Arc<dyn Runtime>>,
     bind: Vec<SocketAddr>,
     include_loopback: bool,
@@ -477,6 +480,7 @@ impl Default for PeerConnectionBuilder {
             setting_engine: SettingEngine::default(),
             media_engine: MediaEngine::default(),
             default_codecs: false,
+            interceptor_registry: None,
             runtime: None,
             bind: Vec::new(),
             include_loopback: false,
@@ -521,11 +525,24 @@ impl PeerConnectionBuilder {
     }
 
     /// Registers `rtc`'s default codecs (Opus, G.722, PCMU, PCMA, VP8, VP9, H.264, AV1, H.265,
-    /// with RTX for video) in the media engine: what audio and video need. Replaces a media
+    /// with RTX for video) in the media engine, and — unless an
+    /// [interceptor registry](Self::interceptor_registry) is set — the default interceptors:
+    /// NACK (retransmission of lost video packets), RTCP sender and receiver reports,
+    /// transport-wide congestion-control feedback. What audio and video need. Replaces a media
     /// engine set before.
     pub fn default_codecs(mut self) -> Self {
         self.media_engine = MediaEngine::default();
         self.default_codecs = true;
+        self
+    }
+
+    /// The interceptor chain of the media pipeline (NACK, RTCP reports, congestion control,
+    /// your own): `rtc`'s [`Registry`], built with the `configure_*` functions of
+    /// `rtc::peer_connection::configuration::interceptor_registry`. Without it, connections
+    /// built with [`default_codecs`](Self::default_codecs) get the default chain and others an
+    /// empty one.
+    pub fn interceptor_registry(mut self, registry: Registry) -> Self {
+        self.interceptor_registry = Some(registry);
         self
     }
 
@@ -627,15 +644,22 @@ impl PeerConnectionBuilder {
             .cloned()
             .or_else(|| rtc::crypto::default_provider().ok());
         let mut media_engine = self.media_engine;
+        let mut interceptors = self.interceptor_registry;
         if self.default_codecs {
-            media_engine
-                .register_default_codecs()
-                .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?;
+            let invalid = |e| Error::InvalidOperation(CoreError::from(e));
+            media_engine.register_default_codecs().map_err(invalid)?;
+            if interceptors.is_none() {
+                interceptors = Some(
+                    register_default_interceptors(Registry::new(), &mut media_engine)
+                        .map_err(invalid)?,
+                );
+            }
         }
         let core = RTCPeerConnectionBuilder::new()
             .with_configuration(self.configuration)
             .with_setting_engine(self.setting_engine)
             .with_media_engine(media_engine)
+            .with_interceptor_registry(interceptors.unwrap_or_default())
             .build(runtime.now())
             .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?;
 
