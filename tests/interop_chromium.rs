@@ -59,10 +59,18 @@ async fn we_offer_chromium_answers() {
     run("chromium answers", Role::BrowserAnswers).await;
 }
 
+/// Chromium offers its (fake) camera and microphone; we answer and count the RTP packets of
+/// each remote track.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_sends_audio_and_video() {
+    run("chromium sends media", Role::BrowserSendsMedia).await;
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Role {
     BrowserOffers,
     BrowserAnswers,
+    BrowserSendsMedia,
 }
 
 async fn run(name: &str, role: Role) {
@@ -114,8 +122,95 @@ async fn run(name: &str, role: Role) {
     }
 }
 
+/// Packets we want on each remote track before the media scenario passes.
+const MEDIA_PACKETS: usize = 100;
+
+/// Chromium sends audio and video; every remote track must deliver [`MEDIA_PACKETS`] RTP
+/// packets of its SSRC, in sequence-number order modulo loss (none on loopback).
+async fn media_scenario(browser: &Browser) -> Result<String, String> {
+    use futures::StreamExt;
+    use webrtc_streams::{PeerConnection, media::RtpCodecKind};
+
+    let pc = PeerConnection::builder()
+        .bind(["127.0.0.1:0".parse().unwrap()])
+        .setting_engine(interop::setting_engine(BIG as u32))
+        .default_codecs()
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut tracks = pc.tracks();
+    let offer = browser.call("offerMedia", json!([])).await?;
+    let offer = loopback_only(offer.as_str().ok_or("offer is not a string")?);
+    let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
+    pc.set_remote_description(offer)
+        .await
+        .map_err(|e| format!("applying chromium's offer: {e}"))?;
+    let answer = pc.create_answer().await.map_err(|e| e.to_string())?;
+    pc.set_local_description(answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let answer = bounded(
+        "our ICE gathering",
+        STEP_LIMIT,
+        interop::local_sdp_after_gathering(&pc),
+    )
+    .await?;
+    browser.call("acceptAnswer", json!([answer])).await?;
+    step("connecting", STEP_LIMIT, interop::connected(&pc)).await?;
+
+    let started = Instant::now();
+    let mut counted = Vec::new();
+    let mut kinds = Vec::new();
+    let mut readers = Vec::new();
+    while kinds.len() < 2 {
+        let track = bounded("a remote track", STEP_LIMIT, tracks.next())
+            .await?
+            .ok_or("track stream ended")?;
+        kinds.push(track.kind());
+        let mut rtp = track.rtp();
+        readers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while n < MEDIA_PACKETS {
+                let Some(p) = rtp.next().await else {
+                    return Err(format!("{:?} track ended after {n} packets", track.kind()));
+                };
+                if p.header.ssrc != track.ssrc() {
+                    return Err(format!("packet of SSRC {} on {track:?}", p.header.ssrc));
+                }
+                n += 1;
+            }
+            Ok((
+                track.kind(),
+                track.codec().map(|c| c.mime_type.clone()),
+                track.dropped(),
+            ))
+        }));
+    }
+    if !kinds.contains(&RtpCodecKind::Audio) || !kinds.contains(&RtpCodecKind::Video) {
+        return Err(format!(
+            "expected an audio and a video track, got {kinds:?}"
+        ));
+    }
+    for r in readers {
+        let got = bounded("media packets", STEP_LIMIT, r)
+            .await?
+            .map_err(|e| e.to_string())??;
+        counted.push(got);
+    }
+    let sent = browser.call("mediaSent", json!([])).await?;
+    browser.call("close", json!([])).await?;
+    pc.close().await.map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{MEDIA_PACKETS} RTP packets on each track {counted:?} in {:?}; chromium reports sent {sent}",
+        started.elapsed()
+    ))
+}
+
 /// One offer/answer exchange and the echo in both directions. Returns a summary line.
 async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
+    if let Role::BrowserSendsMedia = role {
+        return media_scenario(browser).await;
+    }
     let script = Script { big: BIG };
     let signaling_started = Instant::now();
     let pc = interop::our_peer(BIG as u32).await;
@@ -170,6 +265,7 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
                 .await
                 .map_err(|e| format!("applying chromium's answer: {e}"))?;
         }
+        Role::BrowserSendsMedia => unreachable!("media_scenario runs it"),
     }
     let lines: Vec<&str> = browser_sdp
         .lines()
@@ -392,6 +488,9 @@ impl Browser {
                 "--disable-sync",
                 "--allow-loopback-in-peer-connection",
                 "--disable-features=WebRtcHideLocalIpsWithMdns",
+                // A synthetic camera and microphone, granted without a prompt.
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
             ]
             .into_iter()
             .map(String::from)
