@@ -51,26 +51,26 @@ const PAGE: &str = include_str!("interop/page.html");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_offers_we_answer() {
-    run("chromium offers", Role::BrowserOffers).await;
+    run("chromium offers", Role::Offerer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn we_offer_chromium_answers() {
-    run("chromium answers", Role::BrowserAnswers).await;
+    run("chromium answers", Role::Answerer).await;
 }
 
 /// Chromium offers its (fake) camera and microphone; we answer and count the RTP packets of
 /// each remote track.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_sends_audio_and_video() {
-    run("chromium sends media", Role::BrowserSendsMedia).await;
+    run("chromium sends media", Role::MediaSender).await;
 }
 
 #[derive(Clone, Copy, Debug)]
 enum Role {
-    BrowserOffers,
-    BrowserAnswers,
-    BrowserSendsMedia,
+    Offerer,
+    Answerer,
+    MediaSender,
 }
 
 async fn run(name: &str, role: Role) {
@@ -208,7 +208,7 @@ async fn media_scenario(browser: &Browser) -> Result<String, String> {
 
 /// One offer/answer exchange and the echo in both directions. Returns a summary line.
 async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
-    if let Role::BrowserSendsMedia = role {
+    if let Role::MediaSender = role {
         return media_scenario(browser).await;
     }
     let script = Script { big: BIG };
@@ -218,7 +218,7 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
     let ours;
     let browser_sdp;
     match role {
-        Role::BrowserOffers => {
+        Role::Offerer => {
             let offer = browser.call("offer", json!([BIG])).await?;
             let offer = loopback_only(offer.as_str().ok_or("offer is not a string")?);
             browser_sdp = offer.clone();
@@ -242,7 +242,7 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
             .await?;
             browser.call("acceptAnswer", json!([answer])).await?;
         }
-        Role::BrowserAnswers => {
+        Role::Answerer => {
             ours = pc
                 .create_data_channel("from-rust", Default::default())
                 .await
@@ -265,7 +265,7 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
                 .await
                 .map_err(|e| format!("applying chromium's answer: {e}"))?;
         }
-        Role::BrowserSendsMedia => unreachable!("media_scenario runs it"),
+        Role::MediaSender => unreachable!("media_scenario runs it"),
     }
     let lines: Vec<&str> = browser_sdp
         .lines()
