@@ -66,11 +66,18 @@ async fn chromium_sends_audio_and_video() {
     run("chromium sends media", Role::MediaSender).await;
 }
 
+/// We send VP8 that Debian's `ffmpeg` encodes at test time; Chromium must decode frames of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn we_send_video_chromium_decodes() {
+    run("chromium decodes our video", Role::MediaReceiver).await;
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Role {
     Offerer,
     Answerer,
     MediaSender,
+    MediaReceiver,
 }
 
 async fn run(name: &str, role: Role) {
@@ -206,10 +213,123 @@ async fn media_scenario(browser: &Browser) -> Result<String, String> {
     ))
 }
 
+/// Encodes `seconds` of ffmpeg's test pattern as VP8 in an IVF file under `dir`.
+fn encode_vp8(dir: &std::path::Path, seconds: u32) -> Result<PathBuf, String> {
+    let ffmpeg = interop::which("ffmpeg")
+        .unwrap_or_else(|| interop::missing("ffmpeg (Debian's `ffmpeg` package)"));
+    let out = dir.join("testsrc.ivf");
+    let status = Command::new(ffmpeg)
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!("testsrc=size=320x240:rate=30:duration={seconds}"))
+        .args(["-c:v", "libvpx", "-b:v", "300k", "-g", "30", "-f", "ivf"])
+        .arg(&out)
+        .status()
+        .map_err(|e| format!("running ffmpeg: {e}"))?;
+    if !status.success() {
+        return Err(format!("ffmpeg failed: {status}"));
+    }
+    Ok(out)
+}
+
+/// We offer a VP8 track and send real encoded frames (paced at their frame rate); Chromium
+/// answers and must decode some.
+async fn send_media_scenario(browser: &Browser) -> Result<String, String> {
+    use bytes::Bytes;
+    use webrtc_streams::{
+        PeerConnection,
+        media::{LocalTrack, Sample},
+        rtc::{
+            media::io::ivf_reader::IVFReader,
+            peer_connection::configuration::media_engine::MIME_TYPE_VP8,
+        },
+    };
+
+    let dir = TempDir::new("webrtc-streams-media");
+    let ivf = encode_vp8(dir.path(), 4)?;
+    let file = std::fs::File::open(&ivf).map_err(|e| e.to_string())?;
+    let (mut reader, header) =
+        IVFReader::new(std::io::BufReader::new(file)).map_err(|e| e.to_string())?;
+    let frame_time = Duration::from_secs_f64(
+        f64::from(header.timebase_numerator) / f64::from(header.timebase_denominator),
+    );
+
+    let pc = PeerConnection::builder()
+        .bind(["127.0.0.1:0".parse().unwrap()])
+        .setting_engine(interop::setting_engine(BIG as u32))
+        .default_codecs()
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let video = pc
+        .add_track(LocalTrack::video(
+            "testsrc",
+            LocalTrack::codec(MIME_TYPE_VP8, 90_000, 0),
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let offer = pc.create_offer().await.map_err(|e| e.to_string())?;
+    pc.set_local_description(offer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let offer = bounded(
+        "our ICE gathering",
+        STEP_LIMIT,
+        interop::local_sdp_after_gathering(&pc),
+    )
+    .await?;
+    let answer = browser.call("answerMedia", json!([offer])).await?;
+    let answer = loopback_only(answer.as_str().ok_or("answer is not a string")?);
+    let answer = RTCSessionDescription::answer(answer).map_err(|e| e.to_string())?;
+    pc.set_remote_description(answer)
+        .await
+        .map_err(|e| format!("applying chromium's answer: {e}"))?;
+    step("connecting", STEP_LIMIT, interop::connected(&pc)).await?;
+
+    let started = Instant::now();
+    let mut frames = 0u32;
+    let mut ticker = tokio::time::interval(frame_time);
+    while let Ok((frame, _)) = reader.parse_next_frame() {
+        ticker.tick().await;
+        video
+            .write_sample(Sample::new(Bytes::from(frame.freeze()), frame_time))
+            .await
+            .map_err(|e| e.to_string())?;
+        frames += 1;
+    }
+    let mut received = Value::Null;
+    let decoded = bounded("chromium decoding", STEP_LIMIT, async {
+        loop {
+            received = browser.call("mediaReceived", json!([])).await?;
+            let decoded = received["video"]["framesDecoded"].as_u64().unwrap_or(0);
+            if decoded > 0 {
+                return Ok::<_, String>(decoded);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await??;
+    browser.call("close", json!([])).await?;
+    pc.close().await.map_err(|e| e.to_string())?;
+    Ok(format!(
+        "sent {frames} VP8 frames in {:?}; chromium decoded {decoded}: {received}",
+        started.elapsed()
+    ))
+}
+
 /// One offer/answer exchange and the echo in both directions. Returns a summary line.
 async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
-    if let Role::MediaSender = role {
-        return media_scenario(browser).await;
+    match role {
+        Role::MediaSender => return media_scenario(browser).await,
+        Role::MediaReceiver => return send_media_scenario(browser).await,
+        Role::Offerer | Role::Answerer => {}
     }
     let script = Script { big: BIG };
     let signaling_started = Instant::now();
@@ -265,7 +385,7 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
                 .await
                 .map_err(|e| format!("applying chromium's answer: {e}"))?;
         }
-        Role::MediaSender => unreachable!("media_scenario runs it"),
+        Role::MediaSender | Role::MediaReceiver => unreachable!("the media scenarios run these"),
     }
     let lines: Vec<&str> = browser_sdp
         .lines()
