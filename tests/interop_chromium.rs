@@ -242,7 +242,6 @@ fn encode_vp8(dir: &std::path::Path, seconds: u32) -> Result<PathBuf, String> {
 /// We offer a VP8 track and send real encoded frames (paced at their frame rate); Chromium
 /// answers and must decode some.
 async fn send_media_scenario(browser: &Browser) -> Result<String, String> {
-    use bytes::Bytes;
     use webrtc_streams::{
         PeerConnection,
         media::{LocalTrack, Sample},
@@ -299,7 +298,7 @@ async fn send_media_scenario(browser: &Browser) -> Result<String, String> {
     while let Ok((frame, _)) = reader.parse_next_frame() {
         ticker.tick().await;
         video
-            .write_sample(Sample::new(Bytes::from(frame.freeze()), frame_time))
+            .write_sample(Sample::new(frame.freeze(), frame_time))
             .await
             .map_err(|e| e.to_string())?;
         frames += 1;
