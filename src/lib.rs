@@ -14,6 +14,9 @@
 //! tries the candidate pairs and settles on one that works; DTLS then secures the path, and
 //! SCTP over DTLS carries **data channels**: message-oriented, reliable or not, ordered or not.
 //!
+//! Audio and video travel as RTP over the same secured path: each **track** is a stream of
+//! packets ([`media`]).
+//!
 //! This crate does the networking: it binds UDP sockets, gathers candidates, runs the timers
 //! and moves packets between the sockets and the protocol core. You do the signaling.
 //!
