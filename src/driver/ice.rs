@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use log::warn;
 use rtc::peer_connection::{
     RTCPeerConnection,
-    sdp::RTCSessionDescription,
+    sdp::{RTCSdpType, RTCSessionDescription},
     transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit},
 };
 
@@ -17,9 +17,34 @@ use crate::error::{Error, Result};
 pub(super) struct Ice {
     early_candidates: Vec<RTCIceCandidateInit>,
     gathered: bool,
+    /// The last offer or answer the core created, and the fixed text handed out for it.
+    created: Option<(String, RTCSessionDescription)>,
 }
 
 impl Ice {
+    /// An offer or answer the core created: returns it fixed ([`fix_local_sdp`]) and
+    /// remembers the original for [`as_created`](Self::as_created).
+    pub(super) fn created(
+        &mut self,
+        desc: RTCSessionDescription,
+        remote: Option<&RTCSessionDescription>,
+    ) -> RTCSessionDescription {
+        let fixed = fixed_description(desc.clone(), remote);
+        self.created = (fixed.sdp != desc.sdp).then(|| (fixed.sdp.clone(), desc));
+        fixed
+    }
+
+    /// The description to give the core for `desc`: the original if `desc` is the fixed text
+    /// of what it created (it refuses anything else than what it created).
+    pub(super) fn as_created(&mut self, desc: RTCSessionDescription) -> RTCSessionDescription {
+        match &self.created {
+            Some((fixed, original)) if *fixed == desc.sdp && original.sdp_type == desc.sdp_type => {
+                original.clone()
+            }
+            _ => desc,
+        }
+    }
+
     /// Adds a remote candidate, or keeps it until the remote description is set (the core
     /// refuses candidates before).
     pub(super) fn add_remote(
@@ -104,4 +129,243 @@ fn check_media_section(c: &RTCIceCandidateInit, remote: &RTCSessionDescription) 
         return Err(unknown());
     }
     Ok(())
+}
+
+/// `desc` with [`fix_local_sdp`] applied (unchanged if there is nothing to fix).
+pub(super) fn fixed_description(
+    desc: RTCSessionDescription,
+    remote: Option<&RTCSessionDescription>,
+) -> RTCSessionDescription {
+    let Some(sdp) = fix_local_sdp(&desc.sdp, remote.map(|r| r.sdp.as_str())) else {
+        return desc;
+    };
+    let fixed = match desc.sdp_type {
+        RTCSdpType::Offer => RTCSessionDescription::offer(sdp),
+        RTCSdpType::Answer => RTCSessionDescription::answer(sdp),
+        RTCSdpType::Pranswer => RTCSessionDescription::pranswer(sdp),
+        _ => return desc,
+    };
+    fixed.unwrap_or(desc)
+}
+
+/// Where a description's candidates belong: the first media section of its BUNDLE group that
+/// is not rejected (port 0), else the first section that is not: `(mid, m-line index)`.
+pub(super) fn candidate_section(sdp: &str) -> Option<(String, u16)> {
+    let bundle: Vec<&str> = sdp
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=group:BUNDLE "))
+        .map(|g| g.split_whitespace().collect())
+        .unwrap_or_default();
+    let sections = media_sections(sdp);
+    let kept = |s: &&Section<'_>| !s.rejected;
+    sections
+        .iter()
+        .filter(kept)
+        .find(|s| s.mid.is_some_and(|m| bundle.contains(&m)))
+        .or_else(|| sections.iter().find(kept))
+        .map(|s| (s.mid.unwrap_or_default().to_owned(), s.index))
+}
+
+/// Makes a local description every peer can use. `rtc` 0.21 writes its candidates and
+/// `end-of-candidates` into the *first* media section and its ICE credentials only into the
+/// sections it accepts; when the first section is rejected (a browser offering video to a
+/// peer without codecs), the bundled section that is kept has no candidates, and the rejected
+/// one no ICE credentials and DTLS role (aiortc refuses such a description; browsers must then
+/// find us through our own checks). This moves the candidates into the section they belong to
+/// ([`candidate_section`]) and gives every section the credentials and `a=setup` (and RTP
+/// sections `a=rtcp-mux`), as browsers do. Unchanged when nothing is wrong.
+pub(super) fn fix_local_sdp(sdp: &str, remote: Option<&str>) -> Option<String> {
+    let sections = media_sections(sdp);
+    let remote_sections = remote.map(media_sections).unwrap_or_default();
+    let offered = |s: &Section<'_>| {
+        remote_sections
+            .iter()
+            .find(|r| r.mid.is_some() && r.mid == s.mid && !r.rejected)
+    };
+    // A rejected section lists the offer's formats (RFC 3264 §6) with their rtpmap lines, and
+    // says it is inactive: `rtc` lists format 0 (PCMU), whatever the kind, which aiortc
+    // cannot match.
+    let misformatted = |s: &Section<'_>| {
+        s.rejected && offered(s).is_some_and(|r| format_list(r.lines[0]) != format_list(s.lines[0]))
+    };
+    let (_, target_index) = candidate_section(sdp)?;
+    let attr = |name: &str| {
+        sdp.lines()
+            .map(str::trim_end)
+            .find(|l| l.starts_with(name))
+            .map(str::to_owned)
+    };
+    let (ufrag, pwd) = (attr("a=ice-ufrag:")?, attr("a=ice-pwd:")?);
+    let setup = attr("a=setup:");
+    let is_candidate = |l: &str| l.starts_with("a=candidate:") || l == "a=end-of-candidates";
+    let misplaced: Vec<&str> = sections
+        .iter()
+        .filter(|s| s.index != target_index)
+        .flat_map(|s| s.lines.iter().copied().filter(|l| is_candidate(l)))
+        .collect();
+    let lacks = |s: &Section<'_>, name: &str| !s.lines.iter().any(|l| l.starts_with(name));
+    let is_rtp = |s: &Section<'_>| s.lines[0].contains("RTP/");
+    let lacks_credentials = sections.iter().any(|s| {
+        lacks(s, "a=ice-ufrag:")
+            || (setup.is_some() && lacks(s, "a=setup:"))
+            || (is_rtp(s) && lacks(s, "a=rtcp-mux"))
+            || misformatted(s)
+    });
+    if misplaced.is_empty() && !lacks_credentials {
+        return None;
+    }
+    let mut out: Vec<String> = sdp
+        .lines()
+        .map(str::trim_end)
+        .take_while(|l| !l.starts_with("m="))
+        .map(str::to_owned)
+        .collect();
+    for s in &sections {
+        let mut lines: Vec<String> = s
+            .lines
+            .iter()
+            .filter(|l| s.index == target_index || !is_candidate(l))
+            .map(|l| (*l).to_owned())
+            .collect();
+        // After the m= line and its c= line, where transport attributes usually sit.
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with("a="))
+            .unwrap_or(lines.len());
+        if let Some(setup) = &setup
+            && lacks(s, "a=setup:")
+        {
+            lines.insert(at, setup.clone());
+        }
+        if lacks(s, "a=ice-ufrag:") {
+            lines.insert(at, pwd.clone());
+            lines.insert(at, ufrag.clone());
+        }
+        if is_rtp(s) && lacks(s, "a=rtcp-mux") {
+            lines.push("a=rtcp-mux".to_owned());
+        }
+        if misformatted(s)
+            && let Some(r) = offered(s)
+        {
+            let (m, _) = s.lines[0].split_at(s.lines[0].len() - format_list(s.lines[0]).len());
+            lines[0] = format!("{m}{}", format_list(r.lines[0]));
+            lines.retain(|l| !l.starts_with("a=rtpmap:") && !l.starts_with("a=fmtp:"));
+            lines.extend(
+                r.lines
+                    .iter()
+                    .filter(|l| l.starts_with("a=rtpmap:") || l.starts_with("a=fmtp:"))
+                    .map(|l| (*l).to_owned()),
+            );
+            let directions = ["a=inactive", "a=sendonly", "a=recvonly", "a=sendrecv"];
+            if !lines.iter().any(|l| directions.contains(&l.as_str())) {
+                lines.push("a=inactive".to_owned());
+            }
+        }
+        if s.index == target_index {
+            let has = |c: &str| s.lines.contains(&c);
+            let mut end = false;
+            for l in &misplaced {
+                if *l == "a=end-of-candidates" {
+                    end = true;
+                } else if !has(l) {
+                    lines.push((*l).to_owned());
+                }
+            }
+            if end && !has("a=end-of-candidates") {
+                lines.push("a=end-of-candidates".to_owned());
+            }
+        }
+        out.extend(lines);
+    }
+    let mut fixed = out.join("\r\n");
+    fixed.push_str("\r\n");
+    Some(fixed)
+}
+
+/// The format list of an `m=` line (everything after the protocol).
+fn format_list(m_line: &str) -> &str {
+    let mut fields = m_line.splitn(4, ' ');
+    fields.nth(3).unwrap_or_default()
+}
+
+/// One media section of a description.
+struct Section<'a> {
+    index: u16,
+    mid: Option<&'a str>,
+    rejected: bool,
+    /// Its lines, `m=` first, line endings trimmed.
+    lines: Vec<&'a str>,
+}
+
+fn media_sections(sdp: &str) -> Vec<Section<'_>> {
+    let mut sections: Vec<Section<'_>> = Vec::new();
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            let port = m.split_whitespace().nth(1).unwrap_or_default();
+            sections.push(Section {
+                index: u16::try_from(sections.len()).unwrap_or(u16::MAX),
+                mid: None,
+                rejected: port == "0",
+                lines: vec![line],
+            });
+        } else if let Some(s) = sections.last_mut() {
+            if let Some(mid) = line.strip_prefix("a=mid:") {
+                s.mid = Some(mid);
+            }
+            s.lines.push(line);
+        }
+    }
+    sections
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `rtc` 0.21 answers to an offer of video + data channel without video codecs.
+    const BROKEN: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+        a=fingerprint:sha-256 AA\r\na=group:BUNDLE 1\r\n\
+        m=video 0 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+        a=candidate:1 1 udp 2130706431 127.0.0.1 50993 typ host\r\na=end-of-candidates\r\n\
+        m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n\
+        a=setup:active\r\na=mid:1\r\na=ice-ufrag:uf\r\na=ice-pwd:pw\r\n";
+
+    /// The offer it answers.
+    const OFFER: &str = "v=0\r\na=group:BUNDLE 0 1\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=mid:0\r\na=rtpmap:96 VP8/90000\r\n\
+        a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n\
+        m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:1\r\n";
+
+    #[test]
+    fn candidates_move_to_the_kept_bundled_section_and_every_section_gets_credentials() {
+        assert_eq!(candidate_section(BROKEN), Some(("1".to_owned(), 1)));
+        let fixed = fix_local_sdp(BROKEN, Some(OFFER)).expect("needs fixing");
+        let sections = media_sections(&fixed);
+        assert_eq!(sections.len(), 2);
+        let video = &sections[0].lines;
+        assert!(
+            !video.iter().any(|l| l.starts_with("a=candidate")),
+            "{fixed}"
+        );
+        assert!(video.contains(&"a=ice-ufrag:uf") && video.contains(&"a=ice-pwd:pw"));
+        assert!(video.contains(&"a=setup:active"), "{fixed}");
+        assert!(video.contains(&"a=rtcp-mux"), "{fixed}");
+        // The rejected section lists what was offered, and is inactive.
+        assert_eq!(video[0], "m=video 0 UDP/TLS/RTP/SAVPF 96 97");
+        assert!(video.contains(&"a=rtpmap:96 VP8/90000") && video.contains(&"a=inactive"));
+        let app = &sections[1].lines;
+        assert!(app.contains(&"a=candidate:1 1 udp 2130706431 127.0.0.1 50993 typ host"));
+        assert!(app.contains(&"a=end-of-candidates"));
+        // Fixed once, nothing more to fix; the session part is kept.
+        assert_eq!(fix_local_sdp(&fixed, Some(OFFER)), None);
+        assert!(fixed.starts_with("v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\n"));
+    }
+
+    #[test]
+    fn a_sound_description_is_left_alone() {
+        let ok = "v=0\r\na=group:BUNDLE 0\r\nm=application 9 UDP/DTLS/SCTP x\r\na=mid:0\r\n\
+            a=ice-ufrag:uf\r\na=ice-pwd:pw\r\na=candidate:1 1 udp 1 127.0.0.1 1 typ host\r\n";
+        assert_eq!(fix_local_sdp(ok, None), None);
+        assert_eq!(candidate_section(ok), Some(("0".to_owned(), 0)));
+    }
 }

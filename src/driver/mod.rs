@@ -165,6 +165,7 @@ impl Driver {
                 let r = self
                     .core
                     .create_offer(options.map(|o| *o))
+                    .map(|d| self.ice.created(d, None))
                     .map_err(invalid_op);
                 let _ = reply.send(r);
             }
@@ -172,13 +173,16 @@ impl Driver {
                 let r = self
                     .core
                     .create_answer(options.map(|o| *o))
+                    .map(|d| self.ice.created(d, self.core.remote_description()))
                     .map_err(invalid_op);
                 let _ = reply.send(r);
             }
             Command::SetLocalDescription { desc, reply } => {
+                // The core wants back exactly what it created, not the fixed version.
+                let desc = self.ice.as_created(*desc);
                 let r = self
                     .core
-                    .set_local_description(now, *desc)
+                    .set_local_description(now, desc)
                     .map_err(|e| Error::InvalidSessionDescription(e.into()));
                 if r.is_ok()
                     && let Some(creds) = self
@@ -222,7 +226,12 @@ impl Driver {
                 let _ = reply.send(r);
             }
             Command::LocalDescription { reply } => {
-                let _ = reply.send(Ok(self.core.local_description()));
+                let remote = self.core.remote_description();
+                let desc = self
+                    .core
+                    .local_description()
+                    .map(|d| ice::fixed_description(d, remote));
+                let _ = reply.send(Ok(desc));
             }
             Command::RemoteDescription { reply } => {
                 let _ = reply.send(Ok(self.core.remote_description().cloned()));
@@ -319,7 +328,18 @@ impl Driver {
                 self.publish(Raw::NegotiationNeeded)
             }
             RTCPeerConnectionEvent::OnIceCandidateEvent(e) => match e.candidate.to_json() {
-                Ok(init) => self.publish(Raw::IceCandidate(Some(init))),
+                Ok(mut init) => {
+                    // `rtc` names no section; name the one the candidates belong to.
+                    if let Some((mid, index)) = self
+                        .core
+                        .local_description()
+                        .and_then(|d| ice::candidate_section(&d.sdp))
+                    {
+                        init.sdp_mid = Some(mid);
+                        init.sdp_mline_index = Some(index);
+                    }
+                    self.publish(Raw::IceCandidate(Some(init)))
+                }
                 Err(e) => warn!("local candidate not serializable: {e}"),
             },
             RTCPeerConnectionEvent::OnSignalingStateChangeEvent(s) => {
