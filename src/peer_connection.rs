@@ -23,6 +23,7 @@ use rtc::peer_connection::{
     },
     transport::RTCIceCandidateInit,
 };
+use rtc::statistics::report::RTCStatsReport;
 
 use crate::{
     data_channel::{
@@ -296,6 +297,25 @@ impl PeerConnection {
             conn: self.inner.clone(),
             shared,
         })
+    }
+
+    /// A statistics report of the whole connection (W3C `getStats()`): the transport and
+    /// candidate pairs, inbound and outbound RTP streams, data channels, codecs.
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
+    /// let report = pc.stats().await?;
+    /// for rtp in report.outbound_rtp_streams() {
+    ///     println!("{} packets sent", rtp.sent_rtp_stream_stats.packets_sent);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] on a closed connection.
+    pub async fn stats(&self) -> Result<RTCStatsReport> {
+        self.inner.request(|reply| Command::Stats { reply }).await
     }
 
     /// Data channels opened by the remote peer.

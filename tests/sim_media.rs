@@ -140,6 +140,21 @@ fn audio_and_video_both_ways_every_packet_accounted_for() {
             by_side.push(kinds);
         }
         assert_eq!(by_side.len(), 2);
+        // The statistics report sees the same streams.
+        for pc in [&a, &b] {
+            let report = pc.stats().await.unwrap();
+            let sent: u64 = report
+                .outbound_rtp_streams()
+                .map(|s| s.sent_rtp_stream_stats.packets_sent)
+                .sum();
+            let received: u64 = report
+                .inbound_rtp_streams()
+                .map(|s| s.received_rtp_stream_stats.packets_received)
+                .sum();
+            assert_eq!(sent, 2 * u64::from(N), "{report:?}");
+            assert_eq!(received, 2 * u64::from(N), "{report:?}");
+            assert!(report.transport().is_some());
+        }
         a.close().await.unwrap();
         b.close().await.unwrap();
     });

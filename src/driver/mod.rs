@@ -39,6 +39,7 @@ use rtc::{
         },
     },
     sansio::Protocol,
+    statistics::StatsSelector,
 };
 
 pub(crate) use self::sockets::Socket;
@@ -262,6 +263,10 @@ impl Driver {
             } => self
                 .media
                 .request_keyframe(&mut self.core, now, receiver, media_ssrc),
+            Command::Stats { reply } => {
+                let report = self.core.get_stats(now, StatsSelector::None);
+                let _ = reply.send(Ok(report));
+            }
         }
     }
 

@@ -16,6 +16,7 @@ use rtc::{
         RTCRtpReceiverId, RTCRtpSenderId,
         rtp_sender::{RTCRtpCodec, RtpCodecKind},
     },
+    statistics::report::RTCStatsReport,
 };
 
 use super::{channel::DcShared, media::SenderShared};
@@ -79,6 +80,9 @@ pub(crate) enum Command {
     RequestKeyframe {
         receiver: RTCRtpReceiverId,
         media_ssrc: u32,
+    },
+    Stats {
+        reply: Reply<RTCStatsReport>,
     },
 }
 
