@@ -50,6 +50,8 @@ use std::{
 use bytes::Bytes;
 use futures::Stream;
 pub use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
+
+pub use crate::shared::media::RtcpPackets;
 use rtc::{
     rtp,
     rtp::{packetizer::new_packetizer, sequence::new_random_sequencer},
@@ -60,7 +62,7 @@ use crate::{
     shared::{
         ConnHandle,
         command::{Command, TrackSpec},
-        media::{SenderShared, SenderState, TrackShared},
+        media::{Queue, SenderShared, SenderState, TrackShared},
     },
 };
 
@@ -179,6 +181,15 @@ impl RtpSender {
     /// The negotiated payload type, once the connection is up.
     pub fn payload_type(&self) -> Option<u8> {
         self.shared.payload_type()
+    }
+
+    /// The RTCP the receiver sends about this track — receiver reports, NACKs, picture loss
+    /// indications (an SFU forwards those to the publisher) — one compound packet per item. A
+    /// reader that falls 64 packets behind loses the oldest.
+    pub fn rtcp(&self) -> RtcpStream {
+        RtcpStream {
+            source: RtcpSource::Sender(self.shared.clone()),
+        }
     }
 
     /// Sends one RTP packet. Its SSRC and payload type are replaced by this sender's, so
@@ -336,14 +347,28 @@ impl RemoteTrack {
         }
     }
 
+    /// The RTCP the sender sends about this track (sender reports, ...), one compound packet
+    /// per item. A reader that falls 64 packets behind loses the oldest.
+    pub fn rtcp(&self) -> RtcpStream {
+        RtcpStream {
+            source: RtcpSource::Track(self.shared.clone()),
+        }
+    }
+
     /// Packets received on this track so far.
     pub fn received(&self) -> u64 {
-        self.shared.counts().0
+        self.shared.rtp.counts().0
     }
 
     /// Packets dropped because the reader fell more than the queue's capacity behind.
     pub fn dropped(&self) -> u64 {
-        self.shared.counts().1
+        self.shared.rtp.counts().1
+    }
+
+    /// Packets not delivered because they repeated one delivered recently (a retransmission
+    /// that crossed the original, a duplicate on the path).
+    pub fn duplicates(&self) -> u64 {
+        self.shared.duplicates()
     }
 
     /// Asks the sender for a key frame (RTCP picture loss indication).
@@ -383,12 +408,12 @@ pub struct RtpStream {
 impl RtpStream {
     /// Packets dropped so far because the reader fell behind (for the whole track).
     pub fn dropped(&self) -> u64 {
-        self.shared.counts().1
+        self.shared.rtp.counts().1
     }
 
     /// Packets waiting to be read.
     pub fn queued(&self) -> usize {
-        self.shared.queued()
+        self.shared.rtp.len()
     }
 }
 
@@ -396,7 +421,7 @@ impl Stream for RtpStream {
     type Item = rtp::Packet;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<rtp::Packet>> {
-        self.shared.poll_packet(cx)
+        self.shared.rtp.poll_next(cx)
     }
 }
 
@@ -405,5 +430,44 @@ impl fmt::Debug for RtpStream {
         f.debug_struct("RtpStream")
             .field("track", &self.shared.track_id)
             .finish()
+    }
+}
+
+/// The RTCP of one sender or remote track; see [`RtpSender::rtcp`] and [`RemoteTrack::rtcp`].
+#[must_use = "streams do nothing unless polled"]
+pub struct RtcpStream {
+    source: RtcpSource,
+}
+
+enum RtcpSource {
+    Sender(Arc<SenderShared>),
+    Track(Arc<TrackShared>),
+}
+
+impl RtcpStream {
+    fn queue(&self) -> &Queue<RtcpPackets> {
+        match &self.source {
+            RtcpSource::Sender(s) => &s.rtcp,
+            RtcpSource::Track(t) => &t.rtcp,
+        }
+    }
+
+    /// Compound packets dropped so far because the reader fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.queue().counts().1
+    }
+}
+
+impl Stream for RtcpStream {
+    type Item = RtcpPackets;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<RtcpPackets>> {
+        self.queue().poll_next(cx)
+    }
+}
+
+impl fmt::Debug for RtcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RtcpStream").finish_non_exhaustive()
     }
 }

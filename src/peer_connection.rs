@@ -30,7 +30,7 @@ use crate::{
         ChannelRef, ChannelWatch, DEFAULT_HIGH_WATER_MARK, DEFAULT_RECEIVE_BUDGET, DataChannel,
         RTCDataChannelInit,
     },
-    driver::{Driver, DriverConfig, Socket},
+    driver::{Driver, DriverConfig, Socket, media::DeliverRtcp},
     error::{CoreError, Error, Result},
     event::{self, PeerConnectionEvent},
     media::{LocalTrack, RemoteTrack, RtpSender},
@@ -679,7 +679,7 @@ impl PeerConnectionBuilder {
             .with_configuration(self.configuration)
             .with_setting_engine(self.setting_engine)
             .with_media_engine(media_engine)
-            .with_interceptor_registry(interceptors.unwrap_or_default())
+            .with_interceptor_registry(DeliverRtcp::install(interceptors.unwrap_or_default()))
             .build(runtime.now())
             .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?;
 

@@ -1,10 +1,18 @@
 //! Media, as the driver drives it: local tracks (senders), remote tracks and their packets.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::Instant,
+};
 
 use log::{debug, trace};
 use rtc::{
     crypto::RTCCryptoProvider,
+    interceptor::{
+        Attribute, Interceptor, Packet as InterceptorPacket, Registry, Slot, StreamInfo,
+        TaggedPacket,
+    },
     media_stream::MediaStreamTrack,
     peer_connection::{RTCPeerConnection, event::RTCTrackEvent},
     rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication,
@@ -13,6 +21,7 @@ use rtc::{
         RTCRtpReceiverId, RTCRtpSenderId,
         rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters},
     },
+    sansio::Protocol,
 };
 
 use crate::{
@@ -21,7 +30,10 @@ use crate::{
         Shared,
         command::TrackSpec,
         hub::Raw,
-        media::{DEFAULT_TRACK_CAPACITY, SenderShared, SenderState, TrackParams, TrackShared},
+        media::{
+            DEFAULT_TRACK_CAPACITY, RtcpPackets, SenderShared, SenderState, TrackParams,
+            TrackShared,
+        },
     },
     sync::lock,
 };
@@ -215,6 +227,18 @@ impl Media {
         }
     }
 
+    /// Received RTCP, which the core routes by the first packet's media SSRC to a local track
+    /// (feedback for our sender) or a remote one (reports of its sender).
+    pub(super) fn deliver_rtcp(&mut self, track_id: &str, packets: RtcpPackets) {
+        if let Some(s) = self.senders.iter().find(|s| s.track_id == track_id) {
+            s.rtcp.push(packets);
+        } else if let Some(t) = self.tracks.get(track_id).and_then(|l| l.first()) {
+            t.rtcp.push(packets);
+        } else {
+            trace!("RTCP for unknown track {track_id} dropped");
+        }
+    }
+
     /// The connection is closed: every track ends, every sender fails.
     pub(super) fn shutdown(&mut self) {
         for t in self.tracks.drain().flat_map(|(_, v)| v) {
@@ -224,4 +248,66 @@ impl Media {
             s.set_state(SenderState::Closed);
         }
     }
+}
+
+/// An interceptor that marks every inbound RTCP packet for the application: without one, the
+/// core's interceptor chain ends in a terminus that drops inbound RTCP.
+#[derive(Default)]
+pub(crate) struct DeliverRtcp {
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+/// The slot of [`DeliverRtcp`]: after every built-in interceptor, which still see the packets.
+const DELIVER_RTCP_SLOT: usize = 60_000;
+
+impl DeliverRtcp {
+    /// `registry` with RTCP delivery to the application added.
+    pub(crate) fn install(registry: Registry) -> Registry {
+        registry.with(Slot::from(DELIVER_RTCP_SLOT), Self::default())
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverRtcp {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
+        if matches!(msg.message.packet, InterceptorPacket::Rtcp(_)) {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.writes.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> std::result::Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+}
+
+impl Interceptor for DeliverRtcp {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }

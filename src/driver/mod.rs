@@ -16,7 +16,7 @@
 mod channels;
 mod ice;
 pub(crate) mod ingress;
-mod media;
+pub(crate) mod media;
 mod sockets;
 
 use std::{
@@ -302,6 +302,9 @@ impl Driver {
                     RTCMessage::RtpPacket(track_id, packet) => {
                         self.media.deliver(&track_id, packet)
                     }
+                    RTCMessage::RtcpPacket(track_id, packets) => {
+                        self.media.deliver_rtcp(&track_id, packets)
+                    }
                     other => trace!("message ignored: {other:?}"),
                 }
             }
@@ -309,8 +312,12 @@ impl Driver {
         // Data is held back; media is not (real-time: its queues drop their oldest instead).
         while let Some(m) = self.core.poll_media_read() {
             any = true;
-            if let RTCMessage::RtpPacket(track_id, packet) = m.message {
-                self.media.deliver(&track_id, packet);
+            match m.message {
+                RTCMessage::RtpPacket(track_id, packet) => self.media.deliver(&track_id, packet),
+                RTCMessage::RtcpPacket(track_id, packets) => {
+                    self.media.deliver_rtcp(&track_id, packets)
+                }
+                _ => {}
             }
         }
         self.channels.finish_closed();

@@ -13,7 +13,7 @@ use std::{
 
 use event_listener::Event;
 use rtc::{
-    rtp,
+    rtcp, rtp,
     rtp::packetizer::Packetizer,
     rtp_transceiver::{
         RTCRtpReceiverId, RTCRtpSenderId,
@@ -45,6 +45,8 @@ pub(crate) struct SenderShared {
     pub(crate) changed: Event,
     /// Turns samples into packets; made on the first sample.
     pub(crate) packetizer: Mutex<Option<Box<dyn Packetizer>>>,
+    /// Received RTCP about this sender's stream (receiver reports, NACK, PLI, ...).
+    pub(crate) rtcp: Queue<RtcpPackets>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +77,7 @@ impl SenderShared {
             state: Mutex::new(SenderState::Waiting),
             changed: Event::new(),
             packetizer: Mutex::new(None),
+            rtcp: Queue::new(DEFAULT_RTCP_CAPACITY),
         }
     }
 
@@ -89,6 +92,9 @@ impl SenderShared {
             *st = state;
         }
         drop(st);
+        if state == SenderState::Closed {
+            self.rtcp.close();
+        }
         self.changed.notify(usize::MAX);
     }
 
@@ -122,17 +128,100 @@ pub(crate) struct TrackShared {
     pub(crate) ssrc: u32,
     pub(crate) rid: Option<String>,
     pub(crate) stream_ids: Vec<String>,
-    inbox: Mutex<TrackInbox>,
+    /// Received RTP packets.
+    pub(crate) rtp: Queue<rtp::Packet>,
+    /// Sequence numbers recently delivered (retransmissions repeat packets) and how many
+    /// repeats were dropped.
+    seen: Mutex<(SeqWindow, u64)>,
+    /// Received RTCP about this track (sender reports, ...).
+    pub(crate) rtcp: Queue<RtcpPackets>,
+}
+
+/// Received RTCP packets, as one compound packet.
+pub type RtcpPackets = Vec<Box<dyn rtcp::Packet>>;
+
+/// How many received RTCP compound packets a track or sender holds for its reader before the
+/// oldest are dropped.
+pub const DEFAULT_RTCP_CAPACITY: usize = 64;
+
+/// A bounded real-time queue: when full, the oldest item is dropped and counted.
+pub(crate) struct Queue<T> {
+    inner: Mutex<QueueInner<T>>,
     capacity: usize,
 }
 
-#[derive(Default)]
-struct TrackInbox {
-    queue: VecDeque<rtp::Packet>,
+struct QueueInner<T> {
+    items: VecDeque<T>,
     received: u64,
     dropped: u64,
     closed: bool,
     readers: Vec<Waker>,
+}
+
+impl<T> Queue<T> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(QueueInner {
+                items: VecDeque::new(),
+                received: 0,
+                dropped: 0,
+                closed: false,
+                readers: Vec::new(),
+            }),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Queues `item`; when the queue is full, the oldest item is dropped and counted.
+    pub(crate) fn push(&self, item: T) {
+        let mut q = lock(&self.inner);
+        if q.closed {
+            return;
+        }
+        q.received += 1;
+        if q.items.len() >= self.capacity {
+            q.items.pop_front();
+            q.dropped += 1;
+        }
+        q.items.push_back(item);
+        let readers = std::mem::take(&mut q.readers);
+        drop(q);
+        readers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Ends the stream once its items are read.
+    pub(crate) fn close(&self) {
+        let mut q = lock(&self.inner);
+        q.closed = true;
+        let readers = std::mem::take(&mut q.readers);
+        drop(q);
+        readers.into_iter().for_each(Waker::wake);
+    }
+
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut q = lock(&self.inner);
+        if let Some(item) = q.items.pop_front() {
+            return Poll::Ready(Some(item));
+        }
+        if q.closed {
+            return Poll::Ready(None);
+        }
+        if !q.readers.iter().any(|w| w.will_wake(cx.waker())) {
+            q.readers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// (received, dropped) items so far.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        let q = lock(&self.inner);
+        (q.received, q.dropped)
+    }
+
+    /// Items waiting for the reader.
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.inner).items.len()
+    }
 }
 
 /// Construction parameters of a [`TrackShared`].
@@ -157,61 +246,33 @@ impl TrackShared {
             ssrc: p.ssrc,
             rid: p.rid,
             stream_ids: p.stream_ids,
-            inbox: Mutex::new(TrackInbox::default()),
-            capacity: p.capacity.max(1),
+            rtp: Queue::new(p.capacity),
+            rtcp: Queue::new(DEFAULT_RTCP_CAPACITY),
+            seen: Mutex::new((SeqWindow::default(), 0)),
         }
     }
 
-    /// Queues a received packet; when the queue is full, the oldest packet is dropped and
-    /// counted.
+    /// Queues a received packet unless it repeats one delivered recently (a retransmission
+    /// that crossed the original, or a duplicate on the path); repeats are counted.
     pub(crate) fn deliver(&self, packet: rtp::Packet) {
-        let mut inbox = lock(&self.inbox);
-        if inbox.closed {
+        let mut seen = lock(&self.seen);
+        if !seen.0.insert(packet.header.sequence_number) {
+            seen.1 += 1;
             return;
         }
-        inbox.received += 1;
-        if inbox.queue.len() >= self.capacity {
-            inbox.queue.pop_front();
-            inbox.dropped += 1;
-        }
-        inbox.queue.push_back(packet);
-        let readers = std::mem::take(&mut inbox.readers);
-        drop(inbox);
-        readers.into_iter().for_each(Waker::wake);
+        drop(seen);
+        self.rtp.push(packet);
     }
 
-    /// Ends the packet stream once its queue is read.
+    /// Repeated packets dropped so far.
+    pub(crate) fn duplicates(&self) -> u64 {
+        lock(&self.seen).1
+    }
+
+    /// The track ends: both its streams end once read.
     pub(crate) fn close(&self) {
-        let mut inbox = lock(&self.inbox);
-        inbox.closed = true;
-        let readers = std::mem::take(&mut inbox.readers);
-        drop(inbox);
-        readers.into_iter().for_each(Waker::wake);
-    }
-
-    pub(crate) fn poll_packet(&self, cx: &mut Context<'_>) -> Poll<Option<rtp::Packet>> {
-        let mut inbox = lock(&self.inbox);
-        if let Some(p) = inbox.queue.pop_front() {
-            return Poll::Ready(Some(p));
-        }
-        if inbox.closed {
-            return Poll::Ready(None);
-        }
-        if !inbox.readers.iter().any(|w| w.will_wake(cx.waker())) {
-            inbox.readers.push(cx.waker().clone());
-        }
-        Poll::Pending
-    }
-
-    /// (received, dropped) packets so far.
-    pub(crate) fn counts(&self) -> (u64, u64) {
-        let inbox = lock(&self.inbox);
-        (inbox.received, inbox.dropped)
-    }
-
-    /// Packets waiting for the reader.
-    pub(crate) fn queued(&self) -> usize {
-        lock(&self.inbox).queue.len()
+        self.rtp.close();
+        self.rtcp.close();
     }
 }
 
@@ -223,5 +284,91 @@ impl fmt::Debug for TrackShared {
             .field("ssrc", &self.ssrc)
             .field("rid", &self.rid)
             .finish_non_exhaustive()
+    }
+}
+
+/// Which of the last [`SeqWindow::SIZE`] RTP sequence numbers (counting back from the highest
+/// seen, modulo 2^16) have been seen.
+#[derive(Default)]
+pub(crate) struct SeqWindow {
+    highest: Option<u16>,
+    /// Bit `i` (word `i / 64`, bit `i % 64`) set: `highest - i` was seen.
+    bits: [u64; 16],
+}
+
+impl SeqWindow {
+    const SIZE: usize = 1024;
+
+    /// Records `seq`; returns false if it was seen already.
+    pub(crate) fn insert(&mut self, seq: u16) -> bool {
+        let Some(highest) = self.highest else {
+            self.highest = Some(seq);
+            self.bits = [0; 16];
+            self.set(0);
+            return true;
+        };
+        let ahead = seq.wrapping_sub(highest);
+        if ahead != 0 && ahead < 0x8000 {
+            self.shift(usize::from(ahead));
+            self.highest = Some(seq);
+            self.set(0);
+            return true;
+        }
+        let back = usize::from(highest.wrapping_sub(seq));
+        if back >= Self::SIZE {
+            return true; // older than the window: cannot tell, deliver
+        }
+        if self.get(back) {
+            return false;
+        }
+        self.set(back);
+        true
+    }
+
+    fn get(&self, i: usize) -> bool {
+        self.bits[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn set(&mut self, i: usize) {
+        self.bits[i / 64] |= 1 << (i % 64);
+    }
+
+    /// Moves every recorded number `n` places further back.
+    fn shift(&mut self, n: usize) {
+        if n >= Self::SIZE {
+            self.bits = [0; 16];
+            return;
+        }
+        let (words, bits) = (n / 64, n % 64);
+        for i in (0..16usize).rev() {
+            let from = i.checked_sub(words);
+            let hi = from.map_or(0, |f| self.bits[f] << bits);
+            let lo = match from.and_then(|f| f.checked_sub(1)) {
+                Some(f) if bits > 0 => self.bits[f] >> (64 - bits),
+                _ => 0,
+            };
+            self.bits[i] = hi | lo;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeqWindow;
+
+    #[test]
+    fn repeats_are_recognised_across_wraparound_and_gaps() {
+        let mut w = SeqWindow::default();
+        for seq in [65_530u16, 65_535, 2, 100, 3, 65_531] {
+            assert!(w.insert(seq), "{seq}");
+        }
+        for seq in [65_530u16, 65_535, 2, 100, 3, 65_531] {
+            assert!(!w.insert(seq), "{seq} again");
+        }
+        assert!(w.insert(1)); // inside the window, never seen
+        assert!(!w.insert(1));
+        // A jump of more than the window forgets the past.
+        assert!(w.insert(5_000));
+        assert!(w.insert(100));
     }
 }
