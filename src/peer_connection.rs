@@ -299,6 +299,21 @@ impl PeerConnection {
         })
     }
 
+    /// Stops sending `sender`'s track. Its writes fail from now on; renegotiate
+    /// ([`negotiation_needed`](Self::negotiation_needed) fires) to tell the remote peer, whose
+    /// [`RemoteTrack`] then ends.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOperation`] if the core refuses, [`Error::Closed`] on a closed
+    /// connection.
+    pub async fn remove_track(&self, sender: &RtpSender) -> Result<()> {
+        let id = sender.shared.id;
+        self.inner
+            .request(|reply| Command::RemoveTrack { sender: id, reply })
+            .await
+    }
+
     /// A statistics report of the whole connection (W3C `getStats()`): the transport and
     /// candidate pairs, inbound and outbound RTP streams, data channels, codecs.
     ///

@@ -436,3 +436,101 @@ fn nack_recovers_lost_video_packets() {
         b.close().await.unwrap();
     });
 }
+
+/// Renegotiation: a connected pair with only a data channel adds a video track on one side and
+/// an audio track on the other, one after the other, each time re-offering from the side that
+/// added; the new tracks arrive and carry packets, and the channel keeps working.
+#[test]
+fn tracks_added_after_connecting_arrive_through_renegotiation() {
+    init_log();
+    let sim = SimRuntime::new(48);
+    let h = sim.handle().clone();
+    sim.block_on(async {
+        let a = media_peer(&h, HOST_A).await;
+        let b = media_peer(&h, HOST_B).await;
+        let (mut tracks_a, mut tracks_b) = (a.tracks(), b.tracks());
+        let mut incoming = b.data_channels();
+        let dc = a
+            .create_data_channel("chat", Default::default())
+            .await
+            .unwrap();
+        negotiate(&a, &b).await;
+        let theirs = within(&h, "channel", LIMIT, incoming.next()).await.unwrap();
+        within(&h, "open", LIMIT, dc.opened()).await.unwrap();
+
+        // a adds video and re-offers.
+        let video = a
+            .add_track(LocalTrack::video(
+                "late-video",
+                LocalTrack::codec(MIME_TYPE_VP8, 90_000, 0),
+            ))
+            .await
+            .unwrap();
+        negotiate(&a, &b).await;
+        for seq in 0..20 {
+            video.write_rtp(packet(seq, 100)).await.unwrap();
+        }
+        let remote = take_tracks(&h, &mut tracks_b, 1).await;
+        assert_eq!(remote[0].kind(), RtpCodecKind::Video);
+        let mut rtp = remote[0].rtp();
+        within(&h, "video after renegotiation", LIMIT, rtp.next())
+            .await
+            .unwrap();
+
+        // b adds audio and re-offers.
+        let audio = b
+            .add_track(LocalTrack::audio(
+                "late-audio",
+                LocalTrack::codec(MIME_TYPE_OPUS, 48_000, 2),
+            ))
+            .await
+            .unwrap();
+        negotiate(&b, &a).await;
+        for seq in 0..20 {
+            audio.write_rtp(packet(seq, 100)).await.unwrap();
+        }
+        let remote = take_tracks(&h, &mut tracks_a, 1).await;
+        assert_eq!(remote[0].kind(), RtpCodecKind::Audio);
+        let mut rtp = remote[0].rtp();
+        within(&h, "audio after renegotiation", LIMIT, rtp.next())
+            .await
+            .unwrap();
+
+        dc.send(Bytes::from_static(b"still here")).await.unwrap();
+        let m = within(&h, "message", LIMIT, theirs.messages().next())
+            .await
+            .unwrap();
+        assert_eq!(&m.data[..], b"still here");
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    });
+}
+
+/// A track removed and renegotiated away ends on the remote side: its packet stream returns
+/// `None`; the sender's writes fail.
+#[test]
+fn a_removed_track_ends_on_the_remote_side() {
+    init_log();
+    let sim = SimRuntime::new(49);
+    let h = sim.handle().clone();
+    sim.block_on(async {
+        let a = media_peer(&h, HOST_A).await;
+        let b = media_peer(&h, HOST_B).await;
+        let mut tracks_b = b.tracks();
+        let (video, _audio) = add_av(&a, "a").await;
+        negotiate(&a, &b).await;
+        connected(&h, &a, LIMIT).await;
+        video.write_rtp(packet(0, 100)).await.unwrap();
+        let remote = take_tracks(&h, &mut tracks_b, 1).await;
+        let mut rtp = remote[0].rtp();
+        within(&h, "first packet", LIMIT, rtp.next()).await.unwrap();
+
+        a.remove_track(&video).await.unwrap();
+        assert!(video.write_rtp(packet(1, 100)).await.is_err());
+        negotiate(&a, &b).await;
+        let end = within(&h, "the track's end", LIMIT, rtp.next()).await;
+        assert!(end.is_none(), "{end:?}");
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    });
+}

@@ -18,7 +18,7 @@ use rtc::{
     rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication,
     rtp,
     rtp_transceiver::{
-        RTCRtpReceiverId, RTCRtpSenderId,
+        RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection,
         rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters},
     },
     sansio::Protocol,
@@ -136,6 +136,53 @@ impl Media {
                 }
             }
         }
+    }
+
+    /// Stops sending track `sender` (the next negotiation tells the remote peer).
+    pub(super) fn remove_track(
+        &mut self,
+        core: &mut RTCPeerConnection,
+        sender: RTCRtpSenderId,
+    ) -> Result<()> {
+        core.remove_track(sender)
+            .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?;
+        self.senders.retain(|s| {
+            let removed = s.id == sender;
+            if removed {
+                s.set_state(SenderState::Closed);
+            }
+            !removed
+        });
+        Ok(())
+    }
+
+    /// After a negotiation: ends the remote tracks whose transceiver no longer receives (the
+    /// remote peer removed the track, or the transceiver stopped). `rtc` reports no track end.
+    pub(super) fn reconcile(&mut self, core: &mut RTCPeerConnection) {
+        let ids: Vec<_> = core.get_transceivers().collect();
+        let mut ended = Vec::new();
+        for id in ids {
+            let Some(t) = core.rtp_transceiver(id) else {
+                continue;
+            };
+            let receiving = matches!(
+                t.current_direction(),
+                RTCRtpTransceiverDirection::Sendrecv | RTCRtpTransceiverDirection::Recvonly
+            );
+            if !receiving && let Some(r) = t.receiver() {
+                ended.push(r);
+            }
+        }
+        self.tracks.retain(|_, layers| {
+            layers.retain(|t| {
+                let end = ended.contains(&t.receiver_id);
+                if end {
+                    t.close();
+                }
+                !end
+            });
+            !layers.is_empty()
+        });
     }
 
     /// The connection is up (DTLS done, SRTP keys in place).

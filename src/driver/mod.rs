@@ -195,6 +195,7 @@ impl Driver {
                 }
                 if r.is_ok() {
                     self.media.refresh(&mut self.core);
+                    self.media.reconcile(&mut self.core);
                 }
                 if r.is_ok() && self.ice.needs_gathering() {
                     self.drain_events(); // the signaling change comes before gathering
@@ -220,6 +221,7 @@ impl Driver {
                 if ok {
                     self.ice.remote_description_set(&mut self.core);
                     self.media.refresh(&mut self.core);
+                    self.media.reconcile(&mut self.core);
                 }
             }
             Command::AddIceCandidate { candidate, reply } => {
@@ -263,6 +265,10 @@ impl Driver {
             } => self
                 .media
                 .request_keyframe(&mut self.core, now, receiver, media_ssrc),
+            Command::RemoveTrack { sender, reply } => {
+                let r = self.media.remove_track(&mut self.core, sender);
+                let _ = reply.send(r);
+            }
             Command::Stats { reply } => {
                 let report = self.core.get_stats(now, StatsSelector::None);
                 let _ = reply.send(Ok(report));

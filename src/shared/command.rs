@@ -84,6 +84,10 @@ pub(crate) enum Command {
     Stats {
         reply: Reply<RTCStatsReport>,
     },
+    RemoveTrack {
+        sender: RTCRtpSenderId,
+        reply: Reply<()>,
+    },
 }
 
 /// A local track to add: what [`LocalTrack`](crate::media::LocalTrack) describes.
