@@ -18,7 +18,10 @@ use webrtc_streams::{
     PeerConnection,
     media::{LocalTrack, RemoteTrack, RtpCodecKind, RtpSender, Sample},
     rtc::{
-        peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8},
+        peer_connection::{
+            configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8},
+            sdp::RTCSessionDescription,
+        },
         rtp,
     },
     runtime::sim::{SimHandle, SimRuntime},
@@ -532,5 +535,74 @@ fn a_removed_track_ends_on_the_remote_side() {
         assert!(end.is_none(), "{end:?}");
         a.close().await.unwrap();
         b.close().await.unwrap();
+    });
+}
+
+/// Glare, resolved the "perfect negotiation" way (RFC 8829 §5.7): both peers add a track and
+/// offer at once; the impolite one ignores the other's offer, the polite one rolls its own
+/// back and answers, then offers again; both tracks arrive.
+#[test]
+fn glare_is_resolved_by_rolling_back_the_polite_peers_offer() {
+    use webrtc_streams::rtc::peer_connection::state::RTCSignalingState;
+
+    init_log();
+    let sim = SimRuntime::new(50);
+    let h = sim.handle().clone();
+    sim.block_on(async {
+        let impolite = media_peer(&h, HOST_A).await;
+        let polite = media_peer(&h, HOST_B).await;
+        let (mut tracks_impolite, mut tracks_polite) = (impolite.tracks(), polite.tracks());
+        let (v1, _) = add_av(&impolite, "impolite").await;
+        let (v2, _) = add_av(&polite, "polite").await;
+
+        // Both offer at once.
+        for pc in [&impolite, &polite] {
+            pc.set_local_description(pc.create_offer().await.unwrap())
+                .await
+                .unwrap();
+            pc.gathering_complete().await;
+        }
+        let offer_impolite = impolite.local_description().await.unwrap();
+        let offer_polite = polite.local_description().await.unwrap();
+        assert_eq!(
+            impolite.signaling_state(),
+            RTCSignalingState::HaveLocalOffer
+        );
+        // The impolite peer ignores the colliding offer; the polite one rolls back.
+        drop(offer_polite);
+        polite
+            .set_local_description(RTCSessionDescription::rollback(None).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(polite.signaling_state(), RTCSignalingState::Stable);
+        polite.set_remote_description(offer_impolite).await.unwrap();
+        polite
+            .set_local_description(polite.create_answer().await.unwrap())
+            .await
+            .unwrap();
+        impolite
+            .set_remote_description(polite.local_description().await.unwrap())
+            .await
+            .unwrap();
+        // The polite peer's own track needs a negotiation of its own.
+        negotiate(&polite, &impolite).await;
+
+        for (sender, tracks) in [(&v1, &mut tracks_polite), (&v2, &mut tracks_impolite)] {
+            for seq in 0..10 {
+                sender.write_rtp(packet(seq, 100)).await.unwrap();
+            }
+            let remote = within(&h, "tracks", LIMIT, async {
+                loop {
+                    let t = tracks.next().await.expect("tracks ended");
+                    if t.kind() == RtpCodecKind::Video {
+                        return t;
+                    }
+                }
+            })
+            .await;
+            assert_eq!(remote.ssrc(), sender.ssrc());
+        }
+        impolite.close().await.unwrap();
+        polite.close().await.unwrap();
     });
 }
