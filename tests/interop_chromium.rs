@@ -83,8 +83,16 @@ async fn chromium_offers_video_and_a_channel_to_a_data_only_peer() {
     run("chromium offers video + channel", Role::OffererWithVideo).await;
 }
 
+/// Chromium sends simulcast (two RIDs of its fake camera); each layer arrives as a remote
+/// track of its own, with its RID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_sends_simulcast() {
+    run("chromium sends simulcast", Role::SimulcastSender).await;
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Role {
+    SimulcastSender,
     Offerer,
     OffererWithVideo,
     Answerer,
@@ -225,6 +233,79 @@ async fn media_scenario(browser: &Browser) -> Result<String, String> {
     ))
 }
 
+/// Chromium offers simulcast video; every layer must arrive as its own track, with its RID,
+/// carrying packets.
+async fn simulcast_scenario(browser: &Browser) -> Result<String, String> {
+    use futures::StreamExt;
+    use webrtc_streams::PeerConnection;
+
+    let pc = PeerConnection::builder()
+        .bind(["127.0.0.1:0".parse().unwrap()])
+        .setting_engine(interop::setting_engine(BIG as u32))
+        .default_codecs()
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut tracks = pc.tracks();
+    let offer = browser.call("offerSimulcast", json!([])).await?;
+    let offer = loopback_only(offer.as_str().ok_or("offer is not a string")?);
+    let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
+    pc.set_remote_description(offer)
+        .await
+        .map_err(|e| format!("applying chromium's offer: {e}"))?;
+    let answer = pc.create_answer().await.map_err(|e| e.to_string())?;
+    pc.set_local_description(answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let answer = bounded(
+        "our ICE gathering",
+        STEP_LIMIT,
+        interop::local_sdp_after_gathering(&pc),
+    )
+    .await?;
+    browser.call("acceptAnswer", json!([answer])).await?;
+    step("connecting", STEP_LIMIT, interop::connected(&pc)).await?;
+
+    let mut layers = Vec::new();
+    let mut readers = Vec::new();
+    while layers.len() < 2 {
+        let track = bounded("a simulcast layer", STEP_LIMIT, tracks.next())
+            .await?
+            .ok_or("track stream ended")?;
+        let rid = track.rid().map(str::to_owned);
+        if layers.contains(&rid) {
+            return Err(format!("two tracks for RID {rid:?}"));
+        }
+        layers.push(rid);
+        let mut rtp = track.rtp();
+        readers.push(tokio::spawn(async move {
+            for _ in 0..30 {
+                if rtp.next().await.is_none() {
+                    return Err(format!("layer {:?} ended", track.rid()));
+                }
+            }
+            Ok((track.rid().map(str::to_owned), track.ssrc()))
+        }));
+    }
+    let mut got = Vec::new();
+    for r in readers {
+        got.push(
+            bounded("layer packets", STEP_LIMIT, r)
+                .await?
+                .map_err(|e| e.to_string())??,
+        );
+    }
+    layers.sort();
+    if layers != [Some("f".to_owned()), Some("q".to_owned())] {
+        return Err(format!("layers {layers:?}, expected RIDs f and q"));
+    }
+    browser.call("close", json!([])).await?;
+    pc.close().await.map_err(|e| e.to_string())?;
+    Ok(format!(
+        "30 RTP packets on each simulcast layer (rid, ssrc): {got:?}"
+    ))
+}
+
 /// Encodes `seconds` of ffmpeg's test pattern as VP8 in an IVF file under `dir`.
 fn encode_vp8(dir: &std::path::Path, seconds: u32) -> Result<PathBuf, String> {
     let ffmpeg = interop::which("ffmpeg")
@@ -338,6 +419,7 @@ async fn send_media_scenario(browser: &Browser) -> Result<String, String> {
 /// One offer/answer exchange and the echo in both directions. Returns a summary line.
 async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
     match role {
+        Role::SimulcastSender => return simulcast_scenario(browser).await,
         Role::MediaSender => return media_scenario(browser).await,
         Role::MediaReceiver => return send_media_scenario(browser).await,
         Role::Offerer | Role::OffererWithVideo | Role::Answerer => {}
@@ -400,7 +482,9 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
                 .await
                 .map_err(|e| format!("applying chromium's answer: {e}"))?;
         }
-        Role::MediaSender | Role::MediaReceiver => unreachable!("the media scenarios run these"),
+        Role::MediaSender | Role::MediaReceiver | Role::SimulcastSender => {
+            unreachable!("the media scenarios run these")
+        }
     }
     let lines: Vec<&str> = browser_sdp
         .lines()
