@@ -1,5 +1,7 @@
 //! The examples that finish by themselves run as tests, so they cannot rot.
 
+#[path = "../examples/broadcast.rs"]
+mod broadcast;
 #[path = "../examples/custom-runtime.rs"]
 mod custom_runtime;
 #[path = "../examples/handler.rs"]
@@ -23,4 +25,10 @@ fn handler_example_runs() {
 #[test]
 fn streams_example_runs() {
     streams::main().expect("streams example");
+}
+
+/// One publisher fanned out to three subscribers through a forwarder.
+#[test]
+fn broadcast_example_runs() {
+    broadcast::main().expect("broadcast example");
 }
