@@ -62,18 +62,15 @@ pub async fn main() -> Result<()> {
     let checks = subscribers
         .iter_mut()
         .enumerate()
-        .map(|(i, (_, _, tracks))| {
-            let tracks = tracks;
-            async move {
-                let track = tracks.next().await.expect("a track");
-                let mut rtp = track.rtp();
-                for expected in 0..PACKETS {
-                    let p = rtp.next().await.expect("packets");
-                    assert_eq!(p.header.sequence_number, expected, "subscriber {i}");
-                }
-                println!("subscriber {i}: {PACKETS} packets, in order");
-                Result::<()>::Ok(())
+        .map(|(i, (_, _, tracks))| async move {
+            let track = tracks.next().await.expect("a track");
+            let mut rtp = track.rtp();
+            for expected in 0..PACKETS {
+                let p = rtp.next().await.expect("packets");
+                assert_eq!(p.header.sequence_number, expected, "subscriber {i}");
             }
+            println!("subscriber {i}: {PACKETS} packets, in order");
+            Result::<()>::Ok(())
         });
 
     // The forwarder: one remote track in, every packet out to every subscriber.
