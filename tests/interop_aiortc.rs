@@ -41,18 +41,32 @@ const EXCHANGE_LIMIT: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aiortc_offers_we_answer() {
-    run("aiortc offers", Role::AiortcOffers).await;
+    run("aiortc offers", Role::Offerer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn we_offer_aiortc_answers() {
-    run("aiortc answers", Role::AiortcAnswers).await;
+    run("aiortc answers", Role::Answerer).await;
 }
 
 #[derive(Clone, Copy, Debug)]
 enum Role {
-    AiortcOffers,
-    AiortcAnswers,
+    Offerer,
+    Answerer,
+    MediaSender,
+    MediaReceiver,
+}
+
+/// aiortc sends synthetic audio and video (Opus, VP8); every remote track delivers RTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_sends_audio_and_video() {
+    run("aiortc sends media", Role::MediaSender).await;
+}
+
+/// We send VP8 that ffmpeg encodes at test time; aiortc decodes frames of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn we_send_video_aiortc_decodes() {
+    run("aiortc decodes our video", Role::MediaReceiver).await;
 }
 
 async fn run(name: &str, role: Role) {
@@ -78,7 +92,133 @@ async fn run(name: &str, role: Role) {
     }
 }
 
+async fn media_peer() -> Result<webrtc_streams::PeerConnection, String> {
+    webrtc_streams::PeerConnection::builder()
+        .bind(["127.0.0.1:0".parse().unwrap()])
+        .setting_engine(interop::setting_engine(BIG as u32))
+        .default_codecs()
+        .build()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// aiortc offers audio and video; we answer and count RTP on both tracks.
+async fn receive_media(peer: &mut AiortcPeer) -> Result<String, String> {
+    use futures::StreamExt;
+
+    let pc = media_peer().await?;
+    let mut tracks = pc.tracks();
+    let offer = peer.request(json!({ "cmd": "offer_media" })).await?;
+    let offer = offer.as_str().ok_or("offer is not a string")?.to_owned();
+    let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
+    pc.set_remote_description(offer)
+        .await
+        .map_err(|e| format!("applying aiortc's offer: {e}"))?;
+    pc.set_local_description(pc.create_answer().await.map_err(|e| e.to_string())?)
+        .await
+        .map_err(|e| e.to_string())?;
+    let answer = bounded(
+        "our ICE gathering",
+        STEP_LIMIT,
+        interop::local_sdp_after_gathering(&pc),
+    )
+    .await?;
+    peer.request(json!({ "cmd": "accept_answer", "sdp": answer }))
+        .await?;
+    step("connecting", STEP_LIMIT, interop::connected(&pc)).await?;
+    let mut counted = Vec::new();
+    for _ in 0..2 {
+        let track = bounded("a remote track", STEP_LIMIT, tracks.next())
+            .await?
+            .ok_or("track stream ended")?;
+        let mut rtp = track.rtp();
+        for _ in 0..30 {
+            bounded("RTP", STEP_LIMIT, rtp.next())
+                .await?
+                .ok_or("track ended")?;
+        }
+        counted.push((track.kind(), track.codec().map(|c| c.mime_type.clone())));
+    }
+    pc.close().await.map_err(|e| e.to_string())?;
+    Ok(format!("30 RTP packets on each of {counted:?}"))
+}
+
+/// We offer VP8 from ffmpeg; aiortc answers and must decode frames of it.
+async fn send_media(peer: &mut AiortcPeer) -> Result<String, String> {
+    use webrtc_streams::{
+        media::{LocalTrack, Sample},
+        rtc::{
+            media::io::ivf_reader::IVFReader,
+            peer_connection::configuration::media_engine::MIME_TYPE_VP8,
+        },
+    };
+
+    let dir = interop::TempDir::new("webrtc-streams-aiortc-media");
+    let ivf = interop::encode_vp8(dir.path(), 3)?;
+    let file = std::fs::File::open(&ivf).map_err(|e| e.to_string())?;
+    let (mut reader, header) =
+        IVFReader::new(std::io::BufReader::new(file)).map_err(|e| e.to_string())?;
+    let frame_time = Duration::from_secs_f64(
+        f64::from(header.timebase_numerator) / f64::from(header.timebase_denominator),
+    );
+    let pc = media_peer().await?;
+    let video = pc
+        .add_track(LocalTrack::video(
+            "testsrc",
+            LocalTrack::codec(MIME_TYPE_VP8, 90_000, 0),
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    pc.set_local_description(pc.create_offer().await.map_err(|e| e.to_string())?)
+        .await
+        .map_err(|e| e.to_string())?;
+    let offer = bounded(
+        "our ICE gathering",
+        STEP_LIMIT,
+        interop::local_sdp_after_gathering(&pc),
+    )
+    .await?;
+    let answer = peer
+        .request(json!({ "cmd": "answer_media", "sdp": offer }))
+        .await?;
+    let answer = answer.as_str().ok_or("answer is not a string")?.to_owned();
+    let answer = RTCSessionDescription::answer(answer).map_err(|e| e.to_string())?;
+    pc.set_remote_description(answer)
+        .await
+        .map_err(|e| format!("applying aiortc's answer: {e}"))?;
+    step("connecting", STEP_LIMIT, interop::connected(&pc)).await?;
+    let mut ticker = tokio::time::interval(frame_time);
+    let mut frames = 0;
+    while let Ok((frame, _)) = reader.parse_next_frame() {
+        ticker.tick().await;
+        video
+            .write_sample(Sample::new(frame.freeze(), frame_time))
+            .await
+            .map_err(|e| e.to_string())?;
+        frames += 1;
+    }
+    let decoded = bounded("aiortc decoding", STEP_LIMIT, async {
+        loop {
+            let d = peer.request(json!({ "cmd": "decoded" })).await?;
+            if let Some(n) = d["video"].as_u64().filter(|&n| n > 0) {
+                return Ok::<_, String>(n);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await??;
+    pc.close().await.map_err(|e| e.to_string())?;
+    Ok(format!(
+        "sent {frames} VP8 frames; aiortc decoded {decoded}"
+    ))
+}
+
 async fn scenario(peer: &mut AiortcPeer, role: Role) -> Result<String, String> {
+    match role {
+        Role::MediaSender => return receive_media(peer).await,
+        Role::MediaReceiver => return send_media(peer).await,
+        Role::Offerer | Role::Answerer => {}
+    }
     let script = Script { big: BIG };
     let signaling_started = Instant::now();
     let pc = interop::our_peer(BIG as u32).await;
@@ -86,7 +226,7 @@ async fn scenario(peer: &mut AiortcPeer, role: Role) -> Result<String, String> {
     let ours;
     let their_sdp;
     match role {
-        Role::AiortcOffers => {
+        Role::Offerer => {
             let offer = peer.request(json!({ "cmd": "offer", "big": BIG })).await?;
             let offer = offer.as_str().ok_or("offer is not a string")?.to_owned();
             their_sdp = offer.clone();
@@ -111,7 +251,7 @@ async fn scenario(peer: &mut AiortcPeer, role: Role) -> Result<String, String> {
             peer.request(json!({ "cmd": "accept_answer", "sdp": answer }))
                 .await?;
         }
-        Role::AiortcAnswers => {
+        Role::Answerer => {
             ours = pc
                 .create_data_channel("from-rust", Default::default())
                 .await
@@ -135,6 +275,9 @@ async fn scenario(peer: &mut AiortcPeer, role: Role) -> Result<String, String> {
             pc.set_remote_description(answer)
                 .await
                 .map_err(|e| format!("applying aiortc's answer: {e}"))?;
+        }
+        Role::MediaSender | Role::MediaReceiver => {
+            unreachable!("the media scenarios run these")
         }
     }
     let lines: Vec<&str> = their_sdp

@@ -306,32 +306,6 @@ async fn simulcast_scenario(browser: &Browser) -> Result<String, String> {
     ))
 }
 
-/// Encodes `seconds` of ffmpeg's test pattern as VP8 in an IVF file under `dir`.
-fn encode_vp8(dir: &std::path::Path, seconds: u32) -> Result<PathBuf, String> {
-    let ffmpeg = interop::which("ffmpeg")
-        .unwrap_or_else(|| interop::missing("ffmpeg (Debian's `ffmpeg` package)"));
-    let out = dir.join("testsrc.ivf");
-    let status = Command::new(ffmpeg)
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-        ])
-        .arg(format!("testsrc=size=320x240:rate=30:duration={seconds}"))
-        .args(["-c:v", "libvpx", "-b:v", "300k", "-g", "30", "-f", "ivf"])
-        .arg(&out)
-        .status()
-        .map_err(|e| format!("running ffmpeg: {e}"))?;
-    if !status.success() {
-        return Err(format!("ffmpeg failed: {status}"));
-    }
-    Ok(out)
-}
-
 /// We offer a VP8 track and send real encoded frames (paced at their frame rate); Chromium
 /// answers and must decode some.
 async fn send_media_scenario(browser: &Browser) -> Result<String, String> {
@@ -345,7 +319,7 @@ async fn send_media_scenario(browser: &Browser) -> Result<String, String> {
     };
 
     let dir = TempDir::new("webrtc-streams-media");
-    let ivf = encode_vp8(dir.path(), 4)?;
+    let ivf = interop::encode_vp8(dir.path(), 4)?;
     let file = std::fs::File::open(&ivf).map_err(|e| e.to_string())?;
     let (mut reader, header) =
         IVFReader::new(std::io::BufReader::new(file)).map_err(|e| e.to_string())?;

@@ -11,6 +11,9 @@ Commands:
   {"cmd": "accept_answer", "sdp": S}   -> {"ok": true}
   {"cmd": "answer", "sdp": S, "big": N} -> {"ok": "<complete answer SDP>"}
   {"cmd": "results", "timeout": secs}  -> {"ok": {"sender": {...}, "echo": {...}, "pair": ...}}
+  {"cmd": "offer_media"}               -> {"ok": "<offer of synthetic audio + video>"}
+  {"cmd": "answer_media", "sdp": S}    -> {"ok": "<answer>"}; decodes what arrives
+  {"cmd": "decoded"}                   -> {"ok": {"video": frames, "audio": frames}}
   {"cmd": "close"}                     -> {"ok": true}, then exit
 
 Data: this peer creates an ordered channel "from-aiortc" and sends the message script on it
@@ -209,6 +212,40 @@ class Peer:
             self.run_sender(self.pc.createDataChannel("from-aiortc"))
             await self.pc.setLocalDescription(await self.pc.createAnswer())
             return self.pc.localDescription.sdp
+        if name == "offer_media":
+            # Synthetic audio (silence) and video (a still frame), encoded by aiortc (Opus, VP8).
+            from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+
+            self.new_pc(0)
+            self.pc.addTrack(AudioStreamTrack())
+            self.pc.addTrack(VideoStreamTrack())
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+            return self.pc.localDescription.sdp
+        if name == "answer_media":
+            # Receives the offered tracks and counts the frames aiortc decodes from them.
+            self.new_pc(0)
+            self.decoded = {}
+
+            @self.pc.on("track")
+            def on_track(track):
+                log(f"receiving {track.kind} track")
+
+                async def consume():
+                    while True:
+                        try:
+                            await track.recv()
+                        except Exception as e:  # noqa: BLE001 - the track ended
+                            log(f"{track.kind} track ended: {e!r}")
+                            return
+                        self.decoded[track.kind] = self.decoded.get(track.kind, 0) + 1
+
+                asyncio.ensure_future(consume())
+
+            await self.pc.setRemoteDescription(RTCSessionDescription(cmd["sdp"], "offer"))
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+            return self.pc.localDescription.sdp
+        if name == "decoded":
+            return getattr(self, "decoded", {})
         if name == "results":
             sender, echo = await asyncio.wait_for(
                 asyncio.gather(self.sender, self.echo), float(cmd.get("timeout", 60))

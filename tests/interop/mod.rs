@@ -445,3 +445,28 @@ pub fn live_group_members(pgid: u32) -> Vec<u32> {
     })
     .collect()
 }
+
+/// Encodes `seconds` of ffmpeg's test pattern as VP8 in an IVF file under `dir`.
+pub fn encode_vp8(dir: &std::path::Path, seconds: u32) -> Result<PathBuf, String> {
+    let ffmpeg = which("ffmpeg").unwrap_or_else(|| missing("ffmpeg (Debian's `ffmpeg` package)"));
+    let out = dir.join("testsrc.ivf");
+    let status = Command::new(ffmpeg)
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!("testsrc=size=320x240:rate=30:duration={seconds}"))
+        .args(["-c:v", "libvpx", "-b:v", "300k", "-g", "30", "-f", "ivf"])
+        .arg(&out)
+        .status()
+        .map_err(|e| format!("running ffmpeg: {e}"))?;
+    if !status.success() {
+        return Err(format!("ffmpeg failed: {status}"));
+    }
+    Ok(out)
+}
