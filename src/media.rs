@@ -260,6 +260,23 @@ impl RtpSender {
         Ok(())
     }
 
+    /// Sends `track` on this sender from now on: same SSRC, so the remote track goes on
+    /// without a renegotiation as long as the codec stays one that was negotiated.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOperation`] if `track` is of another kind, [`Error::Closed`] if the
+    /// sender or the connection is gone.
+    pub async fn replace_track(&self, track: LocalTrack) -> Result<()> {
+        self.conn
+            .request(|reply| Command::ReplaceTrack {
+                sender: self.shared.id,
+                track: Box::new(track.spec),
+                reply,
+            })
+            .await
+    }
+
     /// Waits until packets can go out; returns the payload type to send with.
     async fn ready(&self) -> Result<u8> {
         loop {

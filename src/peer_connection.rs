@@ -23,7 +23,7 @@ use rtc::peer_connection::{
     },
     transport::RTCIceCandidateInit,
 };
-use rtc::statistics::report::RTCStatsReport;
+use rtc::{rtp_transceiver::RTCRtpTransceiverDirection, statistics::report::RTCStatsReport};
 
 use crate::{
     data_channel::{
@@ -33,7 +33,7 @@ use crate::{
     driver::{Driver, DriverConfig, Socket, media::DeliverRtcp},
     error::{CoreError, Error, Result},
     event::{self, PeerConnectionEvent},
-    media::{LocalTrack, RemoteTrack, RtpSender},
+    media::{LocalTrack, RemoteTrack, RtpCodecKind, RtpSender},
     runtime::{Runtime, default_runtime},
     shared::{
         ConnHandle, Shared, channel::ReceiveBudget, command::Command, counters::FilterStats,
@@ -297,6 +297,36 @@ impl PeerConnection {
             conn: self.inner.clone(),
             shared,
         })
+    }
+
+    /// Adds a transceiver of `kind` without a track, in `direction`: typically
+    /// [`Recvonly`](RTCRtpTransceiverDirection::Recvonly), to receive a track of that kind
+    /// when this side makes the offer but sends nothing. Negotiate afterwards.
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
+    /// use webrtc_streams::{media::RtpCodecKind, rtc::rtp_transceiver::RTCRtpTransceiverDirection};
+    /// pc.add_transceiver(RtpCodecKind::Video, RTCRtpTransceiverDirection::Recvonly)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOperation`] if the core refuses, [`Error::Closed`] on a closed
+    /// connection.
+    pub async fn add_transceiver(
+        &self,
+        kind: RtpCodecKind,
+        direction: RTCRtpTransceiverDirection,
+    ) -> Result<()> {
+        self.inner
+            .request(|reply| Command::AddTransceiver {
+                kind,
+                direction,
+                reply,
+            })
+            .await
     }
 
     /// Stops sending `sender`'s track. Its writes fail from now on; renegotiate

@@ -606,3 +606,80 @@ fn glare_is_resolved_by_rolling_back_the_polite_peers_offer() {
         polite.close().await.unwrap();
     });
 }
+
+/// An offerer that only receives: a receive-only transceiver gets the answerer's track; and
+/// `replace_track` keeps the remote track going (same SSRC, no renegotiation).
+#[test]
+fn receive_only_offerer_and_replaced_track() {
+    use webrtc_streams::rtc::rtp_transceiver::RTCRtpTransceiverDirection;
+
+    init_log();
+    let sim = SimRuntime::new(52);
+    let h = sim.handle().clone();
+    sim.block_on(async {
+        let viewer = media_peer(&h, HOST_A).await;
+        let camera = media_peer(&h, HOST_B).await;
+        let mut tracks = viewer.tracks();
+        viewer
+            .add_transceiver(RtpCodecKind::Video, RTCRtpTransceiverDirection::Recvonly)
+            .await
+            .unwrap();
+        viewer
+            .set_local_description(viewer.create_offer().await.unwrap())
+            .await
+            .unwrap();
+        viewer.gathering_complete().await;
+        camera
+            .set_remote_description(viewer.local_description().await.unwrap())
+            .await
+            .unwrap();
+        // The answerer's track takes the offered transceiver.
+        let video = camera
+            .add_track(LocalTrack::video(
+                "cam",
+                LocalTrack::codec(MIME_TYPE_VP8, 90_000, 0),
+            ))
+            .await
+            .unwrap();
+        camera
+            .set_local_description(camera.create_answer().await.unwrap())
+            .await
+            .unwrap();
+        camera.gathering_complete().await;
+        viewer
+            .set_remote_description(camera.local_description().await.unwrap())
+            .await
+            .unwrap();
+        connected(&h, &camera, LIMIT).await;
+        for seq in 0..10 {
+            video.write_rtp(packet(seq, 100)).await.unwrap();
+        }
+        let remote = take_tracks(&h, &mut tracks, 1).await;
+        let mut rtp = remote[0].rtp();
+        for seq in 0..10 {
+            let p = within(&h, "packet", LIMIT, rtp.next()).await.unwrap();
+            assert_eq!(p.header.sequence_number, seq);
+        }
+
+        // Another source on the same sender: the remote track goes on.
+        video
+            .replace_track(LocalTrack::video(
+                "screen",
+                LocalTrack::codec(MIME_TYPE_VP8, 90_000, 0),
+            ))
+            .await
+            .unwrap();
+        let wrong_kind = LocalTrack::audio("mic", LocalTrack::codec(MIME_TYPE_OPUS, 48_000, 2));
+        assert!(video.replace_track(wrong_kind).await.is_err());
+        for seq in 10..20 {
+            video.write_rtp(packet(seq, 100)).await.unwrap();
+            let p = within(&h, "packet after replace", LIMIT, rtp.next())
+                .await
+                .unwrap();
+            assert_eq!(p.header.sequence_number, seq);
+            assert_eq!(p.header.ssrc, video.ssrc());
+        }
+        viewer.close().await.unwrap();
+        camera.close().await.unwrap();
+    });
+}

@@ -18,8 +18,8 @@ use rtc::{
     rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication,
     rtp,
     rtp_transceiver::{
-        RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection,
-        rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters},
+        RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+        rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind},
     },
     sansio::Protocol,
 };
@@ -84,21 +84,7 @@ impl Media {
         spec: TrackSpec,
     ) -> Result<Arc<SenderShared>> {
         let ssrc = self.random_ssrc();
-        let track = MediaStreamTrack::new(
-            spec.stream_id.clone(),
-            spec.track_id.clone(),
-            spec.track_id.clone(),
-            spec.kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                active: true,
-                codec: spec.codec.clone(),
-                ..Default::default()
-            }],
-        );
+        let track = media_track(&spec, ssrc);
         let id = core
             .add_track(track)
             .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?;
@@ -136,6 +122,47 @@ impl Media {
                 }
             }
         }
+    }
+
+    /// Adds a transceiver of `kind` without a track (for example, receive-only).
+    pub(super) fn add_transceiver(
+        &mut self,
+        core: &mut RTCPeerConnection,
+        kind: RtpCodecKind,
+        direction: RTCRtpTransceiverDirection,
+    ) -> Result<()> {
+        let init = RTCRtpTransceiverInit {
+            direction,
+            streams: Vec::new(),
+            send_encodings: Vec::new(),
+        };
+        core.add_transceiver_from_kind(kind, Some(init))
+            .map(|_| ())
+            .map_err(|e| Error::InvalidOperation(CoreError::from(e)))
+    }
+
+    /// Sends `spec`'s track on `sender` from now on, with the sender's SSRC (no negotiation
+    /// needed when the codec stays the same).
+    pub(super) fn replace_track(
+        &mut self,
+        core: &mut RTCPeerConnection,
+        sender: RTCRtpSenderId,
+        spec: TrackSpec,
+    ) -> Result<()> {
+        let Some(shared) = self.senders.iter().find(|s| s.id == sender) else {
+            return Err(Error::Closed);
+        };
+        if shared.kind != spec.kind {
+            return Err(Error::InvalidOperation(CoreError::from(
+                rtc::shared::error::Error::ErrRTPSenderNewTrackHasIncorrectKind,
+            )));
+        }
+        let track = media_track(&spec, shared.ssrc);
+        let Some(mut s) = core.rtp_sender(sender) else {
+            return Err(Error::Closed);
+        };
+        s.replace_track(track)
+            .map_err(|e| Error::InvalidOperation(CoreError::from(e)))
     }
 
     /// Stops sending track `sender` (the next negotiation tells the remote peer).
@@ -295,6 +322,25 @@ impl Media {
             s.set_state(SenderState::Closed);
         }
     }
+}
+
+/// The core's track for `spec`, sent with `ssrc`.
+fn media_track(spec: &TrackSpec, ssrc: u32) -> MediaStreamTrack {
+    MediaStreamTrack::new(
+        spec.stream_id.clone(),
+        spec.track_id.clone(),
+        spec.track_id.clone(),
+        spec.kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            active: true,
+            codec: spec.codec.clone(),
+            ..Default::default()
+        }],
+    )
 }
 
 /// An interceptor that marks every inbound RTCP packet for the application: without one, the

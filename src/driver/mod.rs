@@ -265,6 +265,22 @@ impl Driver {
             } => self
                 .media
                 .request_keyframe(&mut self.core, now, receiver, media_ssrc),
+            Command::AddTransceiver {
+                kind,
+                direction,
+                reply,
+            } => {
+                let r = self.media.add_transceiver(&mut self.core, kind, direction);
+                let _ = reply.send(r);
+            }
+            Command::ReplaceTrack {
+                sender,
+                track,
+                reply,
+            } => {
+                let r = self.media.replace_track(&mut self.core, sender, *track);
+                let _ = reply.send(r);
+            }
             Command::RemoveTrack { sender, reply } => {
                 let r = self.media.remove_track(&mut self.core, sender);
                 let _ = reply.send(r);

@@ -13,7 +13,7 @@ use rtc::{
     },
     rtp,
     rtp_transceiver::{
-        RTCRtpReceiverId, RTCRtpSenderId,
+        RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection,
         rtp_sender::{RTCRtpCodec, RtpCodecKind},
     },
     statistics::report::RTCStatsReport,
@@ -86,6 +86,16 @@ pub(crate) enum Command {
     },
     RemoveTrack {
         sender: RTCRtpSenderId,
+        reply: Reply<()>,
+    },
+    AddTransceiver {
+        kind: RtpCodecKind,
+        direction: RTCRtpTransceiverDirection,
+        reply: Reply<()>,
+    },
+    ReplaceTrack {
+        sender: RTCRtpSenderId,
+        track: Box<TrackSpec>,
         reply: Reply<()>,
     },
 }
