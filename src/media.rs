@@ -149,8 +149,10 @@ impl Sample {
 /// The sending side of a local track; cheap to clone. Returned by
 /// [`PeerConnection::add_track`](crate::PeerConnection::add_track).
 ///
-/// Packets written before the connection is up would be dropped by the protocol core, so
-/// [`write_rtp`](Self::write_rtp) and [`write_sample`](Self::write_sample) wait until it is.
+/// Packets written before the connection is up, or before the track's transceiver has been
+/// negotiated for sending, would be dropped by the protocol core, so
+/// [`write_rtp`](Self::write_rtp) and [`write_sample`](Self::write_sample) wait until both
+/// are true.
 #[derive(Clone)]
 pub struct RtpSender {
     pub(crate) conn: Arc<ConnHandle>,
@@ -261,7 +263,8 @@ impl RtpSender {
     }
 
     /// Sends `track` on this sender from now on: same SSRC, so the remote track goes on
-    /// without a renegotiation as long as the codec stays one that was negotiated.
+    /// without a renegotiation. The sender keeps sending (and packetizing for) the codec it
+    /// was added with.
     ///
     /// # Errors
     ///

@@ -461,7 +461,8 @@ fn tracks_added_after_connecting_arrive_through_renegotiation() {
         let theirs = within(&h, "channel", LIMIT, incoming.next()).await.unwrap();
         within(&h, "open", LIMIT, dc.opened()).await.unwrap();
 
-        // a adds video and re-offers.
+        // a adds video, starts writing at once (the writes wait for the negotiation: the core
+        // would drop them before) and re-offers.
         let video = a
             .add_track(LocalTrack::video(
                 "late-video",
@@ -469,16 +470,24 @@ fn tracks_added_after_connecting_arrive_through_renegotiation() {
             ))
             .await
             .unwrap();
+        let early = video.clone();
+        let writer = h.spawn(async move {
+            for seq in 0..20 {
+                early.write_rtp(packet(seq, 100)).await.unwrap();
+            }
+        });
         negotiate(&a, &b).await;
-        for seq in 0..20 {
-            video.write_rtp(packet(seq, 100)).await.unwrap();
-        }
+        writer.await;
         let remote = take_tracks(&h, &mut tracks_b, 1).await;
         assert_eq!(remote[0].kind(), RtpCodecKind::Video);
         let mut rtp = remote[0].rtp();
-        within(&h, "video after renegotiation", LIMIT, rtp.next())
+        let first = within(&h, "video after renegotiation", LIMIT, rtp.next())
             .await
             .unwrap();
+        assert_eq!(
+            first.header.sequence_number, 0,
+            "a packet written early was lost"
+        );
 
         // b adds audio and re-offers.
         let audio = b

@@ -102,6 +102,21 @@ impl Media {
 
     /// Reads the negotiated payload types; marks senders ready once SRTP is up.
     pub(super) fn refresh(&mut self, core: &mut RTCPeerConnection) {
+        // Senders whose transceiver negotiated sending: a track added to a live connection
+        // waits for its negotiation instead of writing packets the core would drop.
+        let ids: Vec<_> = core.get_transceivers().collect();
+        let mut sending = Vec::new();
+        for id in ids {
+            if let Some(t) = core.rtp_transceiver(id)
+                && matches!(
+                    t.current_direction(),
+                    RTCRtpTransceiverDirection::Sendrecv | RTCRtpTransceiverDirection::Sendonly
+                )
+                && let Some(sender) = t.sender()
+            {
+                sending.push(sender);
+            }
+        }
         for s in &self.senders {
             let pt = core.rtp_sender(s.id).and_then(|mut sender| {
                 let codecs = &sender.get_parameters().rtp_parameters.codecs;
@@ -117,10 +132,13 @@ impl Media {
             });
             if let Some(pt) = pt {
                 s.set_payload_type(pt);
-                if self.up {
-                    s.set_state(SenderState::Ready);
-                }
             }
+            let ready = self.up && pt.is_some() && sending.contains(&s.id);
+            s.set_state(if ready {
+                SenderState::Ready
+            } else {
+                SenderState::Waiting
+            });
         }
     }
 
