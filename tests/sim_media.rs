@@ -692,3 +692,60 @@ fn receive_only_offerer_and_replaced_track() {
         camera.close().await.unwrap();
     });
 }
+
+/// The handler bridge hands remote tracks to `on_track`, fed from the same streams; the
+/// handler reads the packets on a task of its own.
+#[test]
+fn the_handler_gets_remote_tracks() {
+    use std::sync::{Arc, Mutex};
+    use webrtc_streams::{PeerConnectionEventHandler, media::RemoteTrack};
+
+    struct Tracks(Arc<Mutex<Vec<RemoteTrack>>>);
+    impl PeerConnectionEventHandler for Tracks {
+        async fn on_track(&mut self, track: RemoteTrack) {
+            self.0.lock().unwrap().push(track);
+        }
+    }
+
+    init_log();
+    let sim = SimRuntime::new(53);
+    let h = sim.handle().clone();
+    sim.block_on(async {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let a = media_peer(&h, HOST_A).await;
+        let b = PeerConnection::builder()
+            .runtime(h.runtime())
+            .bind([std::net::SocketAddr::new(HOST_B, 0)])
+            .default_codecs()
+            .handler(Tracks(seen.clone()))
+            .build()
+            .await
+            .unwrap();
+        let (video, audio) = add_av(&a, "a").await;
+        negotiate(&a, &b).await;
+        connected(&h, &a, LIMIT).await;
+        video.write_rtp(packet(0, 100)).await.unwrap();
+        audio.write_rtp(packet(0, 100)).await.unwrap();
+        let tracks = within(&h, "on_track twice", LIMIT, async {
+            loop {
+                let t = seen.lock().unwrap().clone();
+                if t.len() == 2 {
+                    return t;
+                }
+                h.sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let mut kinds: Vec<_> = tracks.iter().map(|t| format!("{:?}", t.kind())).collect();
+        kinds.sort();
+        assert_eq!(kinds, ["Audio", "Video"]);
+        for t in &tracks {
+            let p = within(&h, "packet", LIMIT, t.rtp().next()).await.unwrap();
+            assert_eq!(p.header.ssrc, t.ssrc());
+        }
+        drop(tracks);
+        seen.lock().unwrap().clear();
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    });
+}
