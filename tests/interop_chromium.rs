@@ -149,24 +149,27 @@ async fn run(name: &str, role: Role) {
     }
 }
 
-/// Packets we want on each remote track before the media scenario passes.
-const MEDIA_PACKETS: usize = 100;
-
-/// Chromium sends audio and video; every remote track must deliver [`MEDIA_PACKETS`] RTP
-/// packets of its SSRC, in sequence-number order modulo loss (none on loopback).
-async fn media_scenario(browser: &Browser) -> Result<String, String> {
-    use futures::StreamExt;
-    use webrtc_streams::{PeerConnection, media::RtpCodecKind};
-
-    let pc = PeerConnection::builder()
+/// Our media peer answering the offer the page function `call` makes; returns it connected,
+/// with its remote-track stream (subscribed before anything arrived).
+async fn answer_media_offer(
+    browser: &Browser,
+    call: &str,
+) -> Result<
+    (
+        webrtc_streams::PeerConnection,
+        webrtc_streams::EventStream<webrtc_streams::media::RemoteTrack>,
+    ),
+    String,
+> {
+    let pc = webrtc_streams::PeerConnection::builder()
         .bind(["127.0.0.1:0".parse().unwrap()])
         .setting_engine(interop::setting_engine(BIG as u32))
         .default_codecs()
         .build()
         .await
         .map_err(|e| e.to_string())?;
-    let mut tracks = pc.tracks();
-    let offer = browser.call("offerMedia", json!([])).await?;
+    let tracks = pc.tracks();
+    let offer = browser.call(call, json!([])).await?;
     let offer = loopback_only(offer.as_str().ok_or("offer is not a string")?);
     let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
     pc.set_remote_description(offer)
@@ -184,6 +187,19 @@ async fn media_scenario(browser: &Browser) -> Result<String, String> {
     .await?;
     browser.call("acceptAnswer", json!([answer])).await?;
     step("connecting", STEP_LIMIT, interop::connected(&pc)).await?;
+    Ok((pc, tracks))
+}
+
+/// Packets we want on each remote track before the media scenario passes.
+const MEDIA_PACKETS: usize = 100;
+
+/// Chromium sends audio and video; every remote track must deliver [`MEDIA_PACKETS`] RTP
+/// packets of its SSRC, in sequence-number order modulo loss (none on loopback).
+async fn media_scenario(browser: &Browser) -> Result<String, String> {
+    use futures::StreamExt;
+    use webrtc_streams::media::RtpCodecKind;
+
+    let (pc, mut tracks) = answer_media_offer(browser, "offerMedia").await?;
 
     let started = Instant::now();
     let mut counted = Vec::new();
@@ -237,34 +253,8 @@ async fn media_scenario(browser: &Browser) -> Result<String, String> {
 /// carrying packets.
 async fn simulcast_scenario(browser: &Browser) -> Result<String, String> {
     use futures::StreamExt;
-    use webrtc_streams::PeerConnection;
 
-    let pc = PeerConnection::builder()
-        .bind(["127.0.0.1:0".parse().unwrap()])
-        .setting_engine(interop::setting_engine(BIG as u32))
-        .default_codecs()
-        .build()
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut tracks = pc.tracks();
-    let offer = browser.call("offerSimulcast", json!([])).await?;
-    let offer = loopback_only(offer.as_str().ok_or("offer is not a string")?);
-    let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
-    pc.set_remote_description(offer)
-        .await
-        .map_err(|e| format!("applying chromium's offer: {e}"))?;
-    let answer = pc.create_answer().await.map_err(|e| e.to_string())?;
-    pc.set_local_description(answer)
-        .await
-        .map_err(|e| e.to_string())?;
-    let answer = bounded(
-        "our ICE gathering",
-        STEP_LIMIT,
-        interop::local_sdp_after_gathering(&pc),
-    )
-    .await?;
-    browser.call("acceptAnswer", json!([answer])).await?;
-    step("connecting", STEP_LIMIT, interop::connected(&pc)).await?;
+    let (pc, mut tracks) = answer_media_offer(browser, "offerSimulcast").await?;
 
     let mut layers = Vec::new();
     let mut readers = Vec::new();
