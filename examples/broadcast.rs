@@ -14,7 +14,12 @@ use futures::{StreamExt, future::try_join_all};
 use webrtc_streams::{
     PeerConnection, Result,
     media::{LocalTrack, RtpSender},
-    rtc::{peer_connection::configuration::media_engine::MIME_TYPE_VP8, rtp},
+    rtc::{
+        peer_connection::{
+            configuration::media_engine::MIME_TYPE_VP8, state::RTCPeerConnectionState,
+        },
+        rtp,
+    },
 };
 
 const SUBSCRIBERS: usize = 3;
@@ -57,6 +62,14 @@ pub async fn main() -> Result<()> {
         signal(&out, &sub).await?;
         subscribers.push((out, sub, tracks));
     }
+    // Media is real-time: what arrives before a subscriber is up is not kept for long. Start
+    // once everyone is connected.
+    for pc in [&publisher, &ingest]
+        .into_iter()
+        .chain(subscribers.iter().flat_map(|(out, sub, _)| [out, sub]))
+    {
+        connected(pc).await;
+    }
 
     // Subscribers: every packet, in order.
     let checks = subscribers
@@ -89,7 +102,7 @@ pub async fn main() -> Result<()> {
         Result::<()>::Ok(())
     };
 
-    // The publisher: 500 packets, paced a little.
+    // The publisher: 500 packets, paced.
     let publish = async {
         for seq in 0..PACKETS {
             let packet = rtp::Packet {
@@ -102,8 +115,9 @@ pub async fn main() -> Result<()> {
                 payload: Bytes::from(vec![seq as u8; 800]),
             };
             camera.write_rtp(packet).await?;
-            if seq % 50 == 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+            // Paced like a camera in a hurry: 10 packets every 2 ms.
+            if seq % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
         Result::<()>::Ok(())
@@ -122,6 +136,16 @@ pub async fn main() -> Result<()> {
         sub.close().await?;
     }
     Ok(())
+}
+
+/// Waits until `pc` is connected.
+async fn connected(pc: &PeerConnection) {
+    let mut states = pc.connection_states();
+    while let Some(s) = states.next().await {
+        if s == RTCPeerConnectionState::Connected {
+            return;
+        }
+    }
 }
 
 /// Offer/answer in-process, without trickle ICE.

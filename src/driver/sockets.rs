@@ -25,8 +25,8 @@ const DATAGRAMS_PER_ROUND: usize = 64;
 const EARLY_DTLS_MAX: usize = 16;
 const EARLY_DTLS_MAX_BYTES: usize = 32 * 1024;
 /// RTP/RTCP datagrams kept for replay until the DTLS handshake completes, and their size.
-const EARLY_MEDIA_MAX: usize = 64;
-const EARLY_MEDIA_MAX_BYTES: usize = 96 * 1024;
+const EARLY_MEDIA_MAX: usize = 256;
+const EARLY_MEDIA_MAX_BYTES: usize = 384 * 1024;
 /// Upper bound of one send batch (segmentation offload takes at most 64 KiB).
 const MAX_BATCH_BYTES: usize = 60 * 1024;
 
