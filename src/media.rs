@@ -49,7 +49,10 @@ use std::{
 
 use bytes::Bytes;
 use futures::Stream;
-pub use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
+pub use rtc::rtp_transceiver::{
+    RTCRtpTransceiverDirection,
+    rtp_sender::{RTCRtpCodec, RtpCodecKind},
+};
 
 pub use crate::shared::media::RtcpPackets;
 use rtc::{
@@ -275,6 +278,26 @@ impl RtpSender {
             .request(|reply| Command::ReplaceTrack {
                 sender: self.shared.id,
                 track: Box::new(track.spec),
+                reply,
+            })
+            .await
+    }
+
+    /// Sets the direction of this sender's transceiver — for example
+    /// [`Inactive`](RTCRtpTransceiverDirection::Inactive) to pause the track, or
+    /// [`Sendrecv`](RTCRtpTransceiverDirection::Sendrecv) to send and receive on it. Takes
+    /// effect at the next negotiation
+    /// ([`negotiation_needed`](crate::PeerConnection::negotiation_needed) fires); writes wait
+    /// while the negotiated direction does not send.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the sender or the connection is gone.
+    pub async fn set_direction(&self, direction: RTCRtpTransceiverDirection) -> Result<()> {
+        self.conn
+            .request(|reply| Command::SetDirection {
+                sender: self.shared.id,
+                direction,
                 reply,
             })
             .await

@@ -749,3 +749,57 @@ fn the_handler_gets_remote_tracks() {
         b.close().await.unwrap();
     });
 }
+
+/// A sender set inactive and renegotiated: the remote track ends and writes wait; set back to
+/// sending and renegotiated, a new remote track arrives with the same SSRC.
+#[test]
+fn a_sender_paused_and_resumed_through_its_direction() {
+    use webrtc_streams::media::RTCRtpTransceiverDirection;
+
+    init_log();
+    let sim = SimRuntime::new(54);
+    let h = sim.handle().clone();
+    sim.block_on(async {
+        let a = media_peer(&h, HOST_A).await;
+        let b = media_peer(&h, HOST_B).await;
+        let mut tracks_b = b.tracks();
+        let (video, _audio) = add_av(&a, "a").await;
+        negotiate(&a, &b).await;
+        connected(&h, &a, LIMIT).await;
+        video.write_rtp(packet(0, 100)).await.unwrap();
+        let first = take_tracks(&h, &mut tracks_b, 1).await;
+        let mut rtp = first[0].rtp();
+        within(&h, "first packet", LIMIT, rtp.next()).await.unwrap();
+
+        video
+            .set_direction(RTCRtpTransceiverDirection::Inactive)
+            .await
+            .unwrap();
+        negotiate(&a, &b).await;
+        let end = within(&h, "the track's end", LIMIT, rtp.next()).await;
+        assert!(end.is_none(), "{end:?}");
+        // Writes wait while the negotiated direction does not send.
+        let waiting = h
+            .timeout(Duration::from_secs(1), video.write_rtp(packet(1, 100)))
+            .await;
+        assert!(
+            waiting.is_err(),
+            "a write went out on an inactive transceiver"
+        );
+
+        video
+            .set_direction(RTCRtpTransceiverDirection::Sendrecv)
+            .await
+            .unwrap();
+        negotiate(&a, &b).await;
+        video.write_rtp(packet(2, 100)).await.unwrap();
+        let again = take_tracks(&h, &mut tracks_b, 1).await;
+        assert_eq!(again[0].ssrc(), video.ssrc());
+        let p = within(&h, "packet after resuming", LIMIT, again[0].rtp().next())
+            .await
+            .unwrap();
+        assert_eq!(p.header.sequence_number, 2);
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    });
+}

@@ -183,6 +183,25 @@ impl Media {
             .map_err(|e| Error::InvalidOperation(CoreError::from(e)))
     }
 
+    /// Sets the direction of `sender`'s transceiver (it takes effect at the next negotiation).
+    pub(super) fn set_direction(
+        &mut self,
+        core: &mut RTCPeerConnection,
+        sender: RTCRtpSenderId,
+        direction: RTCRtpTransceiverDirection,
+    ) -> Result<()> {
+        let ids: Vec<_> = core.get_transceivers().collect();
+        for id in ids {
+            if let Some(mut t) = core.rtp_transceiver(id)
+                && t.sender() == Some(sender)
+            {
+                t.set_direction(direction);
+                return Ok(());
+            }
+        }
+        Err(Error::Closed)
+    }
+
     /// Stops sending track `sender` (the next negotiation tells the remote peer).
     pub(super) fn remove_track(
         &mut self,

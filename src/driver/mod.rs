@@ -281,6 +281,14 @@ impl Driver {
                 let r = self.media.replace_track(&mut self.core, sender, *track);
                 let _ = reply.send(r);
             }
+            Command::SetDirection {
+                sender,
+                direction,
+                reply,
+            } => {
+                let r = self.media.set_direction(&mut self.core, sender, direction);
+                let _ = reply.send(r);
+            }
             Command::RemoveTrack { sender, reply } => {
                 let r = self.media.remove_track(&mut self.core, sender);
                 let _ = reply.send(r);

@@ -98,6 +98,11 @@ pub(crate) enum Command {
         track: Box<TrackSpec>,
         reply: Reply<()>,
     },
+    SetDirection {
+        sender: RTCRtpSenderId,
+        direction: RTCRtpTransceiverDirection,
+        reply: Reply<()>,
+    },
 }
 
 /// A local track to add: what [`LocalTrack`](crate::media::LocalTrack) describes.
