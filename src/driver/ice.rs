@@ -9,6 +9,7 @@ use rtc::peer_connection::{
     transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit},
 };
 
+use super::sdp::{Section, format_list, media_sections};
 use crate::error::{Error, Result};
 
 /// ICE state the driver keeps beside the core: remote candidates that came before the remote
@@ -280,42 +281,6 @@ pub(super) fn fix_local_sdp(sdp: &str, remote: Option<&str>) -> Option<String> {
     let mut fixed = out.join("\r\n");
     fixed.push_str("\r\n");
     Some(fixed)
-}
-
-/// The format list of an `m=` line (everything after the protocol).
-fn format_list(m_line: &str) -> &str {
-    let mut fields = m_line.splitn(4, ' ');
-    fields.nth(3).unwrap_or_default()
-}
-
-/// One media section of a description.
-struct Section<'a> {
-    index: u16,
-    mid: Option<&'a str>,
-    rejected: bool,
-    /// Its lines, `m=` first, line endings trimmed.
-    lines: Vec<&'a str>,
-}
-
-fn media_sections(sdp: &str) -> Vec<Section<'_>> {
-    let mut sections: Vec<Section<'_>> = Vec::new();
-    for line in sdp.lines().map(str::trim_end) {
-        if let Some(m) = line.strip_prefix("m=") {
-            let port = m.split_whitespace().nth(1).unwrap_or_default();
-            sections.push(Section {
-                index: u16::try_from(sections.len()).unwrap_or(u16::MAX),
-                mid: None,
-                rejected: port == "0",
-                lines: vec![line],
-            });
-        } else if let Some(s) = sections.last_mut() {
-            if let Some(mid) = line.strip_prefix("a=mid:") {
-                s.mid = Some(mid);
-            }
-            s.lines.push(line);
-        }
-    }
-    sections
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
 
 use log::{debug, trace};
 
+use super::sdp::media_sections;
 use crate::shared::counters::{FilterCounters, Refusal};
 use rtc::{
     crypto::RTCCryptoProvider,
@@ -300,14 +301,14 @@ impl MediaGate {
     /// Reads the remote description: any audio or video section not rejected (port 0)
     /// enables media; `a=ssrc:` lines name the signalled SSRCs.
     pub(crate) fn from_sdp(sdp: &str) -> Self {
-        let mut gate = Self::default();
+        let mut gate = Self {
+            enabled: media_sections(sdp)
+                .iter()
+                .any(|s| !s.rejected && matches!(s.kind(), "audio" | "video")),
+            ..Self::default()
+        };
         for line in sdp.lines().map(str::trim_end) {
-            if let Some(m) = line
-                .strip_prefix("m=audio ")
-                .or_else(|| line.strip_prefix("m=video "))
-            {
-                gate.enabled |= !m.starts_with("0 ");
-            } else if let Some(rest) = line.strip_prefix("a=ssrc:")
+            if let Some(rest) = line.strip_prefix("a=ssrc:")
                 && let Some(ssrc) = rest.split(' ').next().and_then(|v| v.parse().ok())
                 && !gate.signalled.contains(&ssrc)
             {
@@ -681,6 +682,22 @@ mod tests {
         assert_eq!(c.ufrag, "abcd");
         assert_eq!(c.pwd, "secretsecretsecretsecret");
         assert_eq!(Credentials::from_sdp("v=0\r\n"), None);
+    }
+
+    #[test]
+    fn media_gate_from_sdp() {
+        let data_only = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\n";
+        assert!(!MediaGate::from_sdp(data_only).enabled);
+        let rejected = "v=0\r\nm=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=ssrc:7 cname:x\r\n";
+        let gate = MediaGate::from_sdp(rejected);
+        assert!(!gate.enabled);
+        assert_eq!(gate.signalled, [7]);
+        let video = "v=0\r\nm=audio 0 UDP/TLS/RTP/SAVPF 111\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ssrc:5 cname:x\r\na=ssrc:5 msid:a b\r\n\
+            a=ssrc:6 cname:x\r\n";
+        let gate = MediaGate::from_sdp(video);
+        assert!(gate.enabled);
+        assert_eq!(gate.signalled, [5, 6]);
     }
 
     #[test]

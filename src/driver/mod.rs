@@ -17,6 +17,7 @@ mod channels;
 mod ice;
 pub(crate) mod ingress;
 pub(crate) mod media;
+mod sdp;
 mod sockets;
 
 use std::{
