@@ -18,7 +18,8 @@ use rtc::{
     rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication,
     rtp,
     rtp_transceiver::{
-        RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+        RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiver, RTCRtpTransceiverDirection,
+        RTCRtpTransceiverInit,
         rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind},
     },
     sansio::Protocol,
@@ -104,19 +105,13 @@ impl Media {
     pub(super) fn refresh(&mut self, core: &mut RTCPeerConnection) {
         // Senders whose transceiver negotiated sending: a track added to a live connection
         // waits for its negotiation instead of writing packets the core would drop.
-        let ids: Vec<_> = core.get_transceivers().collect();
-        let mut sending = Vec::new();
-        for id in ids {
-            if let Some(t) = core.rtp_transceiver(id)
-                && matches!(
-                    t.current_direction(),
-                    RTCRtpTransceiverDirection::Sendrecv | RTCRtpTransceiverDirection::Sendonly
-                )
-                && let Some(sender) = t.sender()
-            {
-                sending.push(sender);
-            }
-        }
+        let sending = each_transceiver(core, |t| {
+            let sends = matches!(
+                t.current_direction(),
+                RTCRtpTransceiverDirection::Sendrecv | RTCRtpTransceiverDirection::Sendonly
+            );
+            t.sender().filter(|_| sends)
+        });
         for s in &self.senders {
             let pt = core.rtp_sender(s.id).and_then(|mut sender| {
                 let codecs = &sender.get_parameters().rtp_parameters.codecs;
@@ -190,16 +185,14 @@ impl Media {
         sender: RTCRtpSenderId,
         direction: RTCRtpTransceiverDirection,
     ) -> Result<()> {
-        let ids: Vec<_> = core.get_transceivers().collect();
-        for id in ids {
-            if let Some(mut t) = core.rtp_transceiver(id)
-                && t.sender() == Some(sender)
-            {
-                t.set_direction(direction);
-                return Ok(());
-            }
+        let found = each_transceiver(core, |mut t| {
+            (t.sender() == Some(sender)).then(|| t.set_direction(direction))
+        });
+        if found.is_empty() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
         }
-        Err(Error::Closed)
     }
 
     /// Stops sending track `sender` (the next negotiation tells the remote peer).
@@ -223,20 +216,13 @@ impl Media {
     /// After a negotiation: ends the remote tracks whose transceiver no longer receives (the
     /// remote peer removed the track, or the transceiver stopped). `rtc` reports no track end.
     pub(super) fn reconcile(&mut self, core: &mut RTCPeerConnection) {
-        let ids: Vec<_> = core.get_transceivers().collect();
-        let mut ended = Vec::new();
-        for id in ids {
-            let Some(t) = core.rtp_transceiver(id) else {
-                continue;
-            };
+        let ended = each_transceiver(core, |t| {
             let receiving = matches!(
                 t.current_direction(),
                 RTCRtpTransceiverDirection::Sendrecv | RTCRtpTransceiverDirection::Recvonly
             );
-            if !receiving && let Some(r) = t.receiver() {
-                ended.push(r);
-            }
-        }
+            t.receiver().filter(|_| !receiving)
+        });
         self.tracks.retain(|_, layers| {
             layers.retain(|t| {
                 let end = ended.contains(&t.receiver_id);
@@ -362,6 +348,17 @@ impl Media {
 }
 
 /// The core's track for `spec`, sent with `ssrc`.
+/// What `f` picks from each of the core's transceivers, in order.
+fn each_transceiver<T>(
+    core: &mut RTCPeerConnection,
+    mut f: impl FnMut(RTCRtpTransceiver<'_>) -> Option<T>,
+) -> Vec<T> {
+    let ids: Vec<_> = core.get_transceivers().collect();
+    ids.into_iter()
+        .filter_map(|id| core.rtp_transceiver(id).and_then(&mut f))
+        .collect()
+}
+
 fn media_track(spec: &TrackSpec, ssrc: u32) -> MediaStreamTrack {
     MediaStreamTrack::new(
         spec.stream_id.clone(),
