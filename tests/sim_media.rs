@@ -16,7 +16,7 @@ use futures::StreamExt;
 use sim_common::*;
 use webrtc_streams::{
     PeerConnection,
-    media::{LocalTrack, RemoteTrack, RtpCodecKind, RtpSender, Sample},
+    media::{LocalTrack, RemoteTrack, RtpCodecKind, RtpSender, RtpStream, Sample},
     rtc::{
         peer_connection::{
             configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8},
@@ -83,6 +83,40 @@ async fn take_tracks(
         out
     })
     .await
+}
+
+/// `a` has video and audio for `b`, negotiated and connected, and the first video packet
+/// has reached `b`'s track.
+struct VideoFlowing {
+    a: PeerConnection,
+    b: PeerConnection,
+    tracks_b: webrtc_streams::EventStream<RemoteTrack>,
+    video: RtpSender,
+    _audio: RtpSender,
+    _remote: RemoteTrack,
+    rtp: RtpStream,
+}
+
+async fn video_flowing(h: &SimHandle) -> VideoFlowing {
+    let a = media_peer(h, HOST_A).await;
+    let b = media_peer(h, HOST_B).await;
+    let mut tracks_b = b.tracks();
+    let (video, audio) = add_av(&a, "a").await;
+    negotiate(&a, &b).await;
+    connected(h, &a, LIMIT).await;
+    video.write_rtp(packet(0, 100)).await.unwrap();
+    let remote = take_tracks(h, &mut tracks_b, 1).await.remove(0);
+    let mut rtp = remote.rtp();
+    within(h, "first packet", LIMIT, rtp.next()).await.unwrap();
+    VideoFlowing {
+        a,
+        b,
+        tracks_b,
+        video,
+        _audio: audio,
+        _remote: remote,
+        rtp,
+    }
 }
 
 /// Both peers send audio and video; every packet sent arrives, on the right track, in order.
@@ -298,17 +332,16 @@ fn forged_ssrcs_are_bounded_when_media_is_negotiated() {
     let sim = SimRuntime::new(44);
     let h = sim.handle().clone();
     sim.block_on(async {
-        let a = media_peer(&h, HOST_A).await;
-        let b = media_peer(&h, HOST_B).await;
-        let mut tracks_b = b.tracks();
-        let (video, _audio) = add_av(&a, "a").await;
-        negotiate(&a, &b).await;
-        connected(&h, &a, LIMIT).await;
+        // Bound first: the fields left out stay alive to the end of the test.
+        let flowing = video_flowing(&h).await;
+        let VideoFlowing {
+            a,
+            b,
+            video,
+            mut rtp,
+            ..
+        } = flowing;
         connected(&h, &b, LIMIT).await;
-        video.write_rtp(packet(0, 100)).await.unwrap();
-        let remote = take_tracks(&h, &mut tracks_b, 1).await;
-        let mut rtp = remote[0].rtp();
-        within(&h, "first packet", LIMIT, rtp.next()).await.unwrap();
 
         let before = alloc::live_bytes();
         let (victim, spoofed) = (b.local_addrs()[0], a.local_addrs()[0]);
@@ -526,16 +559,15 @@ fn a_removed_track_ends_on_the_remote_side() {
     let sim = SimRuntime::new(49);
     let h = sim.handle().clone();
     sim.block_on(async {
-        let a = media_peer(&h, HOST_A).await;
-        let b = media_peer(&h, HOST_B).await;
-        let mut tracks_b = b.tracks();
-        let (video, _audio) = add_av(&a, "a").await;
-        negotiate(&a, &b).await;
-        connected(&h, &a, LIMIT).await;
-        video.write_rtp(packet(0, 100)).await.unwrap();
-        let remote = take_tracks(&h, &mut tracks_b, 1).await;
-        let mut rtp = remote[0].rtp();
-        within(&h, "first packet", LIMIT, rtp.next()).await.unwrap();
+        // Bound first: the fields left out stay alive to the end of the test.
+        let flowing = video_flowing(&h).await;
+        let VideoFlowing {
+            a,
+            b,
+            video,
+            mut rtp,
+            ..
+        } = flowing;
 
         a.remove_track(&video).await.unwrap();
         assert!(video.write_rtp(packet(1, 100)).await.is_err());
@@ -760,16 +792,16 @@ fn a_sender_paused_and_resumed_through_its_direction() {
     let sim = SimRuntime::new(54);
     let h = sim.handle().clone();
     sim.block_on(async {
-        let a = media_peer(&h, HOST_A).await;
-        let b = media_peer(&h, HOST_B).await;
-        let mut tracks_b = b.tracks();
-        let (video, _audio) = add_av(&a, "a").await;
-        negotiate(&a, &b).await;
-        connected(&h, &a, LIMIT).await;
-        video.write_rtp(packet(0, 100)).await.unwrap();
-        let first = take_tracks(&h, &mut tracks_b, 1).await;
-        let mut rtp = first[0].rtp();
-        within(&h, "first packet", LIMIT, rtp.next()).await.unwrap();
+        // Bound first: the fields left out stay alive to the end of the test.
+        let flowing = video_flowing(&h).await;
+        let VideoFlowing {
+            a,
+            b,
+            mut tracks_b,
+            video,
+            mut rtp,
+            ..
+        } = flowing;
 
         video
             .set_direction(RTCRtpTransceiverDirection::Inactive)
