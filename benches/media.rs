@@ -161,22 +161,6 @@ async fn ours(packets: u32, rate: usize) -> Figures {
             .await
             .unwrap()
     }
-    async fn signal(a: &PeerConnection, b: &PeerConnection) {
-        a.set_local_description(a.create_offer().await.unwrap())
-            .await
-            .unwrap();
-        a.gathering_complete().await;
-        b.set_remote_description(a.local_description().await.unwrap())
-            .await
-            .unwrap();
-        b.set_local_description(b.create_answer().await.unwrap())
-            .await
-            .unwrap();
-        b.gathering_complete().await;
-        a.set_remote_description(b.local_description().await.unwrap())
-            .await
-            .unwrap();
-    }
     let vp8 = || LocalTrack::codec(MIME_TYPE_VP8, 90_000, 0);
     let (publisher, ingest, output, subscriber) =
         (peer().await, peer().await, peer().await, peer().await);
@@ -189,8 +173,8 @@ async fn ours(packets: u32, rate: usize) -> Figures {
         .await
         .unwrap();
     let (mut incoming, mut delivered) = (ingest.tracks(), subscriber.tracks());
-    signal(&publisher, &ingest).await;
-    signal(&output, &subscriber).await;
+    negotiate(&publisher, &ingest).await;
+    negotiate(&output, &subscriber).await;
     // Up before timing: one packet through the whole chain.
     camera.write_rtp(packet(0)).await.unwrap();
     let track = incoming.next().await.unwrap();
@@ -250,86 +234,14 @@ fn figures(received: u32, packets: u32, elapsed: Duration, cpu: Duration) -> Fig
 // ---- webrtc 0.21.1 -----------------------------------------------------------------------
 
 async fn anchor(packets: u32, rate: usize) -> Figures {
-    use webrtc::{
-        media_stream::{
-            MediaStreamTrack,
-            track_local::{TrackLocal, static_rtp::TrackLocalStaticRTP},
-            track_remote::{TrackRemote, TrackRemoteEvent},
-        },
-        peer_connection::{
-            MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-            RTCIceGatheringState, RTCPeerConnectionState, Registry, register_default_interceptors,
-        },
+    use anchor::{anchor_media_peer as peer, negotiate};
+    use webrtc::media_stream::{
+        MediaStreamTrack,
+        track_local::{TrackLocal, static_rtp::TrackLocalStaticRTP},
+        track_remote::{TrackRemote, TrackRemoteEvent},
     };
     use webrtc_streams::media::RtpCodecKind;
 
-    struct Handler {
-        tracks: async_channel::Sender<Arc<dyn TrackRemote>>,
-        gathered: async_channel::Sender<()>,
-        connected: async_channel::Sender<()>,
-    }
-    #[async_trait::async_trait]
-    impl PeerConnectionEventHandler for Handler {
-        async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-            if state == RTCIceGatheringState::Complete {
-                let _ = self.gathered.try_send(());
-            }
-        }
-        async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-            if state == RTCPeerConnectionState::Connected {
-                let _ = self.connected.try_send(());
-            }
-        }
-        async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-            let _ = self.tracks.try_send(track);
-        }
-    }
-    struct Peer {
-        pc: Arc<dyn PeerConnection>,
-        tracks: async_channel::Receiver<Arc<dyn TrackRemote>>,
-        gathered: async_channel::Receiver<()>,
-        connected: async_channel::Receiver<()>,
-    }
-    async fn peer() -> Peer {
-        let (t_tx, tracks) = async_channel::unbounded();
-        let (g_tx, gathered) = async_channel::bounded(1);
-        let (c_tx, connected) = async_channel::bounded(1);
-        let mut media_engine = MediaEngine::default();
-        media_engine.register_default_codecs().unwrap();
-        let registry = register_default_interceptors(Registry::new(), &mut media_engine).unwrap();
-        let pc = PeerConnectionBuilder::new()
-            .with_media_engine(media_engine)
-            .with_interceptor_registry(registry)
-            .with_handler(Arc::new(Handler {
-                tracks: t_tx,
-                gathered: g_tx,
-                connected: c_tx,
-            }))
-            .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
-            .build()
-            .await
-            .unwrap();
-        Peer {
-            pc: Arc::new(pc),
-            tracks,
-            gathered,
-            connected,
-        }
-    }
-    async fn signal(a: &Peer, b: &Peer) {
-        let offer = a.pc.create_offer(None).await.unwrap();
-        a.pc.set_local_description(offer).await.unwrap();
-        let _ = a.gathered.recv().await;
-        b.pc.set_remote_description(a.pc.local_description().await.unwrap())
-            .await
-            .unwrap();
-        let answer = b.pc.create_answer(None).await.unwrap();
-        b.pc.set_local_description(answer).await.unwrap();
-        let _ = b.gathered.recv().await;
-        a.pc.set_remote_description(b.pc.local_description().await.unwrap())
-            .await
-            .unwrap();
-    }
     fn local_track(id: &str, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
         let codec = webrtc_streams::media::LocalTrack::codec(MIME_TYPE_VP8, 90_000, 0);
         Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
@@ -363,16 +275,16 @@ async fn anchor(packets: u32, rate: usize) -> Figures {
     let forward = local_track("forward", 0x0bad_cafe);
     publisher.pc.add_track(camera.clone()).await.unwrap();
     output.pc.add_track(forward.clone()).await.unwrap();
-    signal(&publisher, &ingest).await;
-    signal(&output, &subscriber).await;
+    negotiate(&publisher, &ingest).await;
+    negotiate(&output, &subscriber).await;
     let with_ssrc = |mut p: rtp::Packet, ssrc: u32| {
         p.header.ssrc = ssrc;
         p
     };
     // webrtc 0.21.1 drops RTP written before the connection is up: wait, then send until
     // the first packet is through.
-    let _ = publisher.connected.recv().await;
-    let _ = output.connected.recv().await;
+    publisher.connected().await;
+    output.connected().await;
     let track = loop {
         camera.write_rtp(packet(0)).await.unwrap();
         if let Ok(Ok(t)) =

@@ -77,6 +77,15 @@ pub async fn ours_pair() -> (PeerConnection, PeerConnection, DataChannel, DataCh
         .create_data_channel("bench", Default::default())
         .await
         .unwrap();
+    negotiate(&a, &b).await;
+    let rx = incoming.next().await.unwrap();
+    tx.opened().await.unwrap();
+    rx.opened().await.unwrap();
+    (a, b, tx, rx)
+}
+
+/// Offer from `a`, answer from `b`, each description sent once its gathering completed.
+pub async fn negotiate(a: &PeerConnection, b: &PeerConnection) {
     let offer = a.create_offer().await.unwrap();
     a.set_local_description(offer).await.unwrap();
     a.gathering_complete().await;
@@ -89,10 +98,6 @@ pub async fn ours_pair() -> (PeerConnection, PeerConnection, DataChannel, DataCh
     a.set_remote_description(b.local_description().await.unwrap())
         .await
         .unwrap();
-    let rx = incoming.next().await.unwrap();
-    tx.opened().await.unwrap();
-    rx.opened().await.unwrap();
-    (a, b, tx, rx)
 }
 
 /// Two `webrtc` 0.21.1 connections on 127.0.0.1 with one open channel.
@@ -107,18 +112,7 @@ pub async fn anchor_pair(
     let a = anchor::anchor_peer(send_buffer_limit).await;
     let b = anchor::anchor_peer(send_buffer_limit).await;
     let tx = a.pc.create_data_channel("bench", None).await.unwrap();
-    let offer = a.pc.create_offer(None).await.unwrap();
-    a.pc.set_local_description(offer).await.unwrap();
-    a.gathering_complete().await;
-    b.pc.set_remote_description(a.pc.local_description().await.unwrap())
-        .await
-        .unwrap();
-    let answer = b.pc.create_answer(None).await.unwrap();
-    b.pc.set_local_description(answer).await.unwrap();
-    b.gathering_complete().await;
-    a.pc.set_remote_description(b.pc.local_description().await.unwrap())
-        .await
-        .unwrap();
+    anchor::negotiate(&a, &b).await;
     let rx = b.channels.recv().await.unwrap();
     anchor::wait_open(&tx).await;
     (a, b, tx, rx)
