@@ -146,21 +146,11 @@ async fn receive_media(peer: &mut AiortcPeer) -> Result<String, String> {
 /// We offer VP8 from ffmpeg; aiortc answers and must decode frames of it.
 async fn send_media(peer: &mut AiortcPeer) -> Result<String, String> {
     use webrtc_streams::{
-        media::{LocalTrack, Sample},
-        rtc::{
-            media::io::ivf_reader::IVFReader,
-            peer_connection::configuration::media_engine::MIME_TYPE_VP8,
-        },
+        media::LocalTrack, rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8,
     };
 
     let dir = interop::TempDir::new("webrtc-streams-aiortc-media");
     let ivf = interop::encode_vp8(dir.path(), 3)?;
-    let file = std::fs::File::open(&ivf).map_err(|e| e.to_string())?;
-    let (mut reader, header) =
-        IVFReader::new(std::io::BufReader::new(file)).map_err(|e| e.to_string())?;
-    let frame_time = Duration::from_secs_f64(
-        f64::from(header.timebase_numerator) / f64::from(header.timebase_denominator),
-    );
     let pc = media_peer().await?;
     let video = pc
         .add_track(LocalTrack::video(
@@ -187,16 +177,7 @@ async fn send_media(peer: &mut AiortcPeer) -> Result<String, String> {
         .await
         .map_err(|e| format!("applying aiortc's answer: {e}"))?;
     step("connecting", STEP_LIMIT, interop::connected(&pc)).await?;
-    let mut ticker = tokio::time::interval(frame_time);
-    let mut frames = 0;
-    while let Ok((frame, _)) = reader.parse_next_frame() {
-        ticker.tick().await;
-        video
-            .write_sample(Sample::new(frame.freeze(), frame_time))
-            .await
-            .map_err(|e| e.to_string())?;
-        frames += 1;
-    }
+    let frames = interop::play_vp8(&video, &ivf).await?;
     let decoded = bounded("aiortc decoding", STEP_LIMIT, async {
         loop {
             let d = peer.request(json!({ "cmd": "decoded" })).await?;

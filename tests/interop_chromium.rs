@@ -300,22 +300,12 @@ async fn simulcast_scenario(browser: &Browser) -> Result<String, String> {
 /// answers and must decode some.
 async fn send_media_scenario(browser: &Browser) -> Result<String, String> {
     use webrtc_streams::{
-        PeerConnection,
-        media::{LocalTrack, Sample},
-        rtc::{
-            media::io::ivf_reader::IVFReader,
-            peer_connection::configuration::media_engine::MIME_TYPE_VP8,
-        },
+        PeerConnection, media::LocalTrack,
+        rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8,
     };
 
     let dir = TempDir::new("webrtc-streams-media");
     let ivf = interop::encode_vp8(dir.path(), 4)?;
-    let file = std::fs::File::open(&ivf).map_err(|e| e.to_string())?;
-    let (mut reader, header) =
-        IVFReader::new(std::io::BufReader::new(file)).map_err(|e| e.to_string())?;
-    let frame_time = Duration::from_secs_f64(
-        f64::from(header.timebase_numerator) / f64::from(header.timebase_denominator),
-    );
 
     let pc = PeerConnection::builder()
         .bind(["127.0.0.1:0".parse().unwrap()])
@@ -350,16 +340,7 @@ async fn send_media_scenario(browser: &Browser) -> Result<String, String> {
     step("connecting", STEP_LIMIT, interop::connected(&pc)).await?;
 
     let started = Instant::now();
-    let mut frames = 0u32;
-    let mut ticker = tokio::time::interval(frame_time);
-    while let Ok((frame, _)) = reader.parse_next_frame() {
-        ticker.tick().await;
-        video
-            .write_sample(Sample::new(frame.freeze(), frame_time))
-            .await
-            .map_err(|e| e.to_string())?;
-        frames += 1;
-    }
+    let frames = interop::play_vp8(&video, &ivf).await?;
     let mut received = Value::Null;
     let decoded = bounded("chromium decoding", STEP_LIMIT, async {
         loop {

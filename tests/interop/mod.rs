@@ -470,3 +470,27 @@ pub fn encode_vp8(dir: &std::path::Path, seconds: u32) -> Result<PathBuf, String
     }
     Ok(out)
 }
+
+/// Writes the VP8 frames of the IVF file `ivf` to `video` as samples, one per frame time (the
+/// file's timebase), as a camera would; returns how many it wrote.
+pub async fn play_vp8(video: &webrtc_streams::media::RtpSender, ivf: &Path) -> Result<u32, String> {
+    use webrtc_streams::{media::Sample, rtc::media::io::ivf_reader::IVFReader};
+
+    let file = std::fs::File::open(ivf).map_err(|e| e.to_string())?;
+    let (mut reader, header) =
+        IVFReader::new(std::io::BufReader::new(file)).map_err(|e| e.to_string())?;
+    let frame_time = Duration::from_secs_f64(
+        f64::from(header.timebase_numerator) / f64::from(header.timebase_denominator),
+    );
+    let mut ticker = tokio::time::interval(frame_time);
+    let mut frames = 0;
+    while let Ok((frame, _)) = reader.parse_next_frame() {
+        ticker.tick().await;
+        video
+            .write_sample(Sample::new(frame.freeze(), frame_time))
+            .await
+            .map_err(|e| e.to_string())?;
+        frames += 1;
+    }
+    Ok(frames)
+}
