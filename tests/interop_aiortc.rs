@@ -49,9 +49,17 @@ async fn we_offer_aiortc_answers() {
     run("aiortc answers", Role::Answerer).await;
 }
 
+/// aiortc offers a camera and a data channel; our peer has no video codecs, so it rejects the
+/// video section (the first of the BUNDLE group) and keeps the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_offers_video_and_channel_to_a_data_only_peer() {
+    run("aiortc offers video + channel", Role::OffererWithVideo).await;
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Role {
     Offerer,
+    OffererWithVideo,
     Answerer,
     MediaSender,
     MediaReceiver,
@@ -198,7 +206,7 @@ async fn scenario(peer: &mut AiortcPeer, role: Role) -> Result<String, String> {
     match role {
         Role::MediaSender => return receive_media(peer).await,
         Role::MediaReceiver => return send_media(peer).await,
-        Role::Offerer | Role::Answerer => {}
+        Role::Offerer | Role::OffererWithVideo | Role::Answerer => {}
     }
     let script = Script { big: BIG };
     let signaling_started = Instant::now();
@@ -207,8 +215,11 @@ async fn scenario(peer: &mut AiortcPeer, role: Role) -> Result<String, String> {
     let ours;
     let their_sdp;
     match role {
-        Role::Offerer => {
-            let offer = peer.request(json!({ "cmd": "offer", "big": BIG })).await?;
+        Role::Offerer | Role::OffererWithVideo => {
+            let video = matches!(role, Role::OffererWithVideo);
+            let offer = peer
+                .request(json!({ "cmd": "offer", "big": BIG, "video": video }))
+                .await?;
             let offer = offer.as_str().ok_or("offer is not a string")?.to_owned();
             their_sdp = offer.clone();
             let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
@@ -229,6 +240,11 @@ async fn scenario(peer: &mut AiortcPeer, role: Role) -> Result<String, String> {
                 interop::local_sdp_after_gathering(&pc),
             )
             .await?;
+            if video && !answer.contains("m=video 0 ") {
+                return Err(format!(
+                    "our data-only peer did not reject the video:\n{answer}"
+                ));
+            }
             peer.request(json!({ "cmd": "accept_answer", "sdp": answer }))
                 .await?;
         }

@@ -92,9 +92,12 @@ class Peer:
         self.sender = None  # future: result of our own channel
         self.echo = None  # future: result of the remote's channel
 
-    def new_pc(self, big):
+    def new_pc(self, big, bundle_policy=None):
         self.big = big
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        config = RTCConfiguration(iceServers=[])
+        if bundle_policy is not None:
+            config.bundlePolicy = bundle_policy
+        self.pc = RTCPeerConnection(config)
         loop = asyncio.get_running_loop()
         self.sender = loop.create_future()
         self.echo = loop.create_future()
@@ -198,7 +201,20 @@ class Peer:
     async def handle(self, cmd):
         name = cmd.get("cmd")
         if name == "offer":
-            self.new_pc(int(cmd.get("big", 0)))
+            if cmd.get("video"):
+                # A camera first, then the channel: the peer may have no video codecs and
+                # reject the video section. One transport for both (max-bundle): with one
+                # transport per section (aiortc's default, "balanced"), aiortc 1.16 starts ICE
+                # and DTLS on the rejected section's transport and waits for them before it
+                # starts its SCTP transport (RTCPeerConnection.__connect), so no answerer that
+                # rejects the first section can open its channel.
+                from aiortc.mediastreams import VideoStreamTrack
+                from aiortc.rtcconfiguration import RTCBundlePolicy
+
+                self.new_pc(int(cmd.get("big", 0)), RTCBundlePolicy.MAX_BUNDLE)
+                self.pc.addTrack(VideoStreamTrack())
+            else:
+                self.new_pc(int(cmd.get("big", 0)))
             self.run_sender(self.pc.createDataChannel("from-aiortc"))
             # aiortc gathers every candidate inside setLocalDescription: no trickle.
             await self.pc.setLocalDescription(await self.pc.createOffer())
