@@ -186,7 +186,31 @@ impl DataChannel {
         self.send_payload(Payload::Text(text.into())).await
     }
 
-    async fn send_payload(&self, payload: Payload) -> Result<()> {
+    /// Queues `payload` now if the channel is open, below its high-water mark and the
+    /// connection's command queue has room; otherwise hands it back (`Ok(Err(payload))`) for
+    /// [`send_payload`](Self::send_payload) to wait with. Never queues it in part.
+    pub(crate) fn try_send_payload(&self, payload: Payload) -> Result<Result<(), Payload>> {
+        if !self.sendable(payload.len())? {
+            return Ok(Err(payload));
+        }
+        let reservation = Reservation::new(&self.dc, payload.len());
+        let cmd = Command::Send {
+            id: self.dc.id,
+            payload,
+        };
+        match self.conn.cmd.try_send(cmd) {
+            Ok(()) => {
+                reservation.commit();
+                Ok(Ok(()))
+            }
+            Err(async_channel::TrySendError::Full(Command::Send { payload, .. })) => {
+                Ok(Err(payload)) // the reservation is returned on drop
+            }
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    pub(crate) async fn send_payload(&self, payload: Payload) -> Result<()> {
         let len = payload.len();
         // Listen only when the fast path fails: registering a listener allocates.
         while !self.sendable(len)? {

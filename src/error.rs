@@ -68,6 +68,10 @@ pub enum Error {
     /// running on the current thread).
     #[error("no async runtime available: {0}")]
     NoRuntime(&'static str),
+    /// A byte stream was asked of a data channel that may lose or reorder messages
+    /// (unordered, or with `max_retransmits` / `max_packet_life_time`).
+    #[error("data channel is not reliable and ordered: it cannot carry a byte stream")]
+    NotAByteStream,
     /// No local address could be bound for ICE.
     #[error("no usable local address to bind")]
     NoLocalAddress,

@@ -124,6 +124,7 @@
 //! The README's "Security" section lists what remains up to the core.
 #![warn(missing_docs)]
 
+mod channel_io;
 pub mod data_channel;
 mod driver;
 pub mod error;
@@ -135,6 +136,7 @@ mod shared;
 pub mod stream;
 mod sync;
 
+pub use channel_io::{ByteReader, ByteStream, ByteWriter, MessageSink};
 pub use data_channel::{DataChannel, DataChannelEvent, DataChannelMessage, MessageStream};
 pub use error::{Error, Result};
 pub use event::PeerConnectionEvent;
