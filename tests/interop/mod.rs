@@ -5,6 +5,8 @@
 //! the echoes it gets back but also every message the other side sends it. Keep them in step.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::{
     future::Future,
     path::{Path, PathBuf},
@@ -493,4 +495,43 @@ pub async fn play_vp8(video: &webrtc_streams::media::RtpSender, ivf: &Path) -> R
         frames += 1;
     }
     Ok(frames)
+}
+
+/// Encodes `seconds` of ffmpeg's sine test tone as Opus in an Ogg file under `dir`: 20 ms
+/// frames, one per Ogg page (`-page_duration`), as a player that sends a page per packet wants.
+pub fn encode_opus(dir: &Path, seconds: u32) -> Result<PathBuf, String> {
+    let ffmpeg = which("ffmpeg").unwrap_or_else(|| missing("ffmpeg (Debian's `ffmpeg` package)"));
+    let out = dir.join("sine.ogg");
+    let status = Command::new(ffmpeg)
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!(
+            "sine=frequency=440:sample_rate=48000:duration={seconds}"
+        ))
+        .args([
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "48k",
+            "-frame_duration",
+            "20",
+            "-page_duration",
+            "20000",
+            "-f",
+            "ogg",
+        ])
+        .arg(&out)
+        .status()
+        .map_err(|e| format!("running ffmpeg: {e}"))?;
+    if !status.success() {
+        return Err(format!("ffmpeg failed: {status}"));
+    }
+    Ok(out)
 }

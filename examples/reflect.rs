@@ -1,0 +1,275 @@
+//! Reflect: a browser sends its camera and microphone; the server sends every RTP packet
+//! straight back on a track of its own, and the page shows both videos side by side.
+//!
+//! It is the smallest SFU: remote tracks are streams of RTP packets, and
+//! [`RtpSender::write_rtp`] forwards them as they are (only SSRC and payload type are rewritten
+//! to the negotiated ones). A picture loss indication is sent when a track starts, so the
+//! browser sends a key frame, and every PLI or FIR the browser sends about the reflected video
+//! is passed on to it, as an SFU passes a subscriber's key-frame requests to the publisher.
+//!
+//! Signaling is one HTTP request without trickle ICE: `GET /` serves the page
+//! (`examples/reflect/index.html`), `POST /offer` takes the browser's complete offer as
+//! `{"type":"offer","sdp":"..."}` and replies with the complete answer.
+//!
+//! ```text
+//! cargo run --example reflect -- --bind 127.0.0.1:8080
+//! ```
+//!
+//! then open <http://127.0.0.1:8080/>. `--ice-bind IP` is the address the WebRTC socket binds
+//! to (default 127.0.0.1); Chromium reaches a loopback address only when started with
+//! `--allow-loopback-in-peer-connection`.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    process::ExitCode,
+    time::Duration,
+};
+
+use futures::{StreamExt, future};
+use tokio::net::TcpListener;
+use webrtc_streams::{
+    PeerConnection,
+    media::{LocalTrack, RTCRtpCodec, RemoteTrack, RtpCodecKind, RtpSender},
+    rtc::{
+        peer_connection::{
+            configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8},
+            sdp::{RTCSdpType, RTCSessionDescription},
+            state::RTCPeerConnectionState,
+        },
+        rtcp::payload_feedbacks::{
+            full_intra_request::FullIntraRequest, picture_loss_indication::PictureLossIndication,
+        },
+    },
+};
+
+/// The page, served at `/`.
+const PAGE: &str = include_str!("reflect/index.html");
+#[path = "common/http.rs"]
+mod http;
+
+/// A connection that is not up by then is closed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+const USAGE: &str = "\
+Usage: reflect [--bind ADDR:PORT] [--ice-bind IP]
+
+  --bind ADDR:PORT  HTTP address to serve the page on (default 127.0.0.1:8080; port 0 picks one)
+  --ice-bind IP     IP the WebRTC UDP socket binds to (default 127.0.0.1)
+";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let _ = env_logger::try_init();
+    let mut bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 8080));
+    let mut ice_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let parsed = match arg.as_str() {
+            "--bind" => args.next().and_then(|v| v.parse().ok()).map(|v| bind = v),
+            "--ice-bind" => args.next().and_then(|v| v.parse().ok()).map(|v| ice_ip = v),
+            _ => None,
+        };
+        if parsed.is_none() {
+            eprint!("invalid argument {arg:?}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    let listener = match TcpListener::bind(bind).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {bind}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Ok(addr) = listener.local_addr() {
+        println!("reflect: open http://{addr}/");
+    }
+    serve(listener, ice_ip).await;
+    ExitCode::SUCCESS
+}
+
+/// Serves the page and answers offers on `listener`, forever; the WebRTC sockets bind to
+/// `ice_ip`.
+pub async fn serve(listener: TcpListener, ice_ip: IpAddr) {
+    http::serve(listener, move |request| async move {
+        match (request.method.as_str(), request.path.as_str()) {
+            ("GET", "/") => http::Response::html(PAGE),
+            ("POST", "/offer") => match answer(&request.body, ice_ip).await {
+                Ok(answer) => http::Response::json(serde_json::to_value(answer)),
+                Err(e) => http::Response::error(400, &e),
+            },
+            _ => http::Response::error(404, "not found"),
+        }
+    })
+    .await;
+}
+
+/// A new connection for the offer in `body`: one sending track for each kind the browser
+/// sends, then the complete answer. The connection runs on its own task.
+async fn answer(body: &[u8], ice_ip: IpAddr) -> Result<RTCSessionDescription, String> {
+    let offer: RTCSessionDescription =
+        serde_json::from_slice(body).map_err(|e| format!("not a session description: {e}"))?;
+    if offer.sdp_type != RTCSdpType::Offer {
+        return Err(format!("expected an offer, got {}", offer.sdp_type));
+    }
+    let kinds = sent_kinds(&offer.sdp);
+    let offer = RTCSessionDescription::offer(offer.sdp).map_err(|e| e.to_string())?;
+
+    let pc = PeerConnection::builder()
+        .bind([SocketAddr::new(ice_ip, 0)])
+        .default_codecs()
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    // Subscribed before the offer is applied: no track is missed.
+    let tracks = pc.tracks();
+    let negotiated = async {
+        pc.set_remote_description(offer).await?;
+        // Added after the offer, each track takes the browser's transceiver of its kind,
+        // which becomes send-and-receive.
+        let mut senders: HashMap<RtpCodecKind, Vec<RtpSender>> = HashMap::new();
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let track = LocalTrack::new(kind, format!("reflect-{i}"), "reflect", codec(kind));
+            senders
+                .entry(kind)
+                .or_default()
+                .push(pc.add_track(track).await?);
+        }
+        pc.set_local_description(pc.create_answer().await?).await?;
+        Ok::<_, webrtc_streams::Error>(senders)
+    };
+    let senders = match negotiated.await {
+        Ok(senders) => senders,
+        Err(e) => {
+            let _ = pc.close().await;
+            return Err(e.to_string());
+        }
+    };
+    // Host candidates only: gathering is immediate.
+    let _ = tokio::time::timeout(Duration::from_secs(5), pc.gathering_complete()).await;
+    let answer = pc.local_description().await.ok_or("no local description")?;
+    tokio::spawn(session(pc, tracks, senders));
+    Ok(answer)
+}
+
+/// Reflects each remote track on a sender of its kind until the connection ends.
+async fn session(
+    pc: PeerConnection,
+    mut tracks: webrtc_streams::EventStream<RemoteTrack>,
+    mut senders: HashMap<RtpCodecKind, Vec<RtpSender>>,
+) {
+    let mut states = pc.connection_states();
+    let deadline = tokio::time::sleep(CONNECT_TIMEOUT);
+    tokio::pin!(deadline);
+    let mut connected = false;
+    loop {
+        tokio::select! {
+            Some(track) = tracks.next() => {
+                match senders.get_mut(&track.kind()).and_then(Vec::pop) {
+                    Some(sender) => {
+                        tokio::spawn(reflect(track, sender));
+                    }
+                    None => eprintln!("no sender left for {track:?}"),
+                }
+            }
+            state = states.next() => match state {
+                Some(RTCPeerConnectionState::Connected) => connected = true,
+                Some(
+                    RTCPeerConnectionState::Failed
+                    | RTCPeerConnectionState::Disconnected
+                    | RTCPeerConnectionState::Closed,
+                )
+                | None => break,
+                Some(_) => {}
+            },
+            () = &mut deadline, if !connected => break,
+        }
+    }
+    let _ = pc.close().await;
+    eprintln!("connection closed");
+}
+
+/// Sends every packet of `track` back on `sender`, and the browser's key-frame requests for
+/// the reflected video to the browser's own video.
+async fn reflect(track: RemoteTrack, sender: RtpSender) {
+    let codec = track
+        .codec()
+        .map(|c| c.mime_type.clone())
+        .unwrap_or_default();
+    if !codec.eq_ignore_ascii_case(&sender.codec().mime_type) {
+        // The packets would be decoded as another codec; the page asks for VP8 and Opus.
+        eprintln!(
+            "{} track in {codec:?}, not {:?}: not reflected",
+            track.kind(),
+            sender.codec().mime_type
+        );
+        return;
+    }
+    eprintln!("reflecting {} ({codec})", track.kind());
+    let forward_rtp = async {
+        if track.kind() == RtpCodecKind::Video {
+            let _ = track.request_keyframe().await;
+        }
+        let mut rtp = track.rtp();
+        while let Some(packet) = rtp.next().await {
+            if sender.write_rtp(packet).await.is_err() {
+                break;
+            }
+        }
+    };
+    let forward_keyframe_requests = async {
+        let mut rtcp = sender.rtcp();
+        while let Some(compound) = rtcp.next().await {
+            let wants_keyframe = compound.iter().any(|p| {
+                p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
+            });
+            if wants_keyframe && track.request_keyframe().await.is_err() {
+                break;
+            }
+        }
+        // The connection is closing; let the packets drain.
+        future::pending::<()>().await;
+    };
+    tokio::pin!(forward_rtp, forward_keyframe_requests);
+    future::select(forward_rtp, forward_keyframe_requests).await;
+}
+
+/// What the reflector sends for `kind`: the page prefers the same codecs.
+fn codec(kind: RtpCodecKind) -> RTCRtpCodec {
+    match kind {
+        RtpCodecKind::Audio => LocalTrack::codec(MIME_TYPE_OPUS, 48_000, 2),
+        _ => LocalTrack::codec(MIME_TYPE_VP8, 90_000, 0),
+    }
+}
+
+/// The kinds of the offer's media sections in which the offerer sends, in order.
+fn sent_kinds(sdp: &str) -> Vec<RtpCodecKind> {
+    let mut kinds = Vec::new();
+    let mut section: Option<(RtpCodecKind, bool)> = None;
+    let mut close = |section: Option<(RtpCodecKind, bool)>| {
+        if let Some((kind, true)) = section {
+            kinds.push(kind);
+        }
+    };
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            close(section.take());
+            let mut fields = m.split_whitespace();
+            let kind = match fields.next() {
+                Some("audio") => Some(RtpCodecKind::Audio),
+                Some("video") => Some(RtpCodecKind::Video),
+                _ => None,
+            };
+            // Port 0: a rejected section.
+            let open = fields.next() != Some("0");
+            section = kind.map(|k| (k, open));
+        } else if let Some((_, sends)) = section.as_mut()
+            && matches!(line.trim_end(), "a=recvonly" | "a=inactive")
+        {
+            *sends = false;
+        }
+    }
+    close(section);
+    kinds
+}
