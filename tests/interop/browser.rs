@@ -1,8 +1,8 @@
 //! A Chromium session driven over WebDriver (Debian's `chromium` + `chromium-driver`), for
 //! tests that open a page and call its functions.
 //!
-//! The same client as the one in `tests/interop_chromium.rs` (which predates this module),
-//! plus [`Browser::eval`] for pages that are not the interop page. About a hundred lines of
+//! Used by `tests/interop_chromium.rs` (the interop page) and `tests/interop_examples.rs`
+//! (the examples' pages, through [`Browser::eval`]). About a hundred lines of
 //! HTTP/1.1 + JSON over a Tokio `TcpStream`: the four commands used do not justify a
 //! WebDriver crate and its dependency tree.
 
