@@ -30,10 +30,8 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
 use tokio::{net::TcpListener, time::Instant};
 use webrtc_streams::{
-    PeerConnection,
     media::{LocalTrack, RtpCodecKind, RtpSender, Sample},
     rtc::{
         media::io::{
@@ -42,19 +40,18 @@ use webrtc_streams::{
         },
         peer_connection::{
             configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8},
-            sdp::{RTCSdpType, RTCSessionDescription},
-            state::RTCPeerConnectionState,
+            sdp::RTCSessionDescription,
         },
     },
 };
 
 #[path = "common/http.rs"]
 mod http;
+#[path = "common/session.rs"]
+mod session;
 
 /// The page, served at `/`.
 const PAGE: &str = include_str!("play-from-disk/index.html");
-/// A connection that is not up by then is closed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Files larger than this are refused (they are read into memory).
 const MAX_FILE: u64 = 512 * 1024 * 1024;
 
@@ -223,27 +220,13 @@ pub async fn serve(listener: TcpListener, ice_ip: IpAddr, media: Media) {
 }
 
 /// A new connection for the offer in `body`, sending the files; returns the complete answer.
-/// The connection runs on its own task.
+/// The connection runs on its own tasks.
 async fn answer(
     body: &[u8],
     ice_ip: IpAddr,
     media: Media,
 ) -> Result<RTCSessionDescription, String> {
-    let offer: RTCSessionDescription =
-        serde_json::from_slice(body).map_err(|e| format!("not a session description: {e}"))?;
-    if offer.sdp_type != RTCSdpType::Offer {
-        return Err(format!("expected an offer, got {}", offer.sdp_type));
-    }
-    let offer = RTCSessionDescription::offer(offer.sdp).map_err(|e| e.to_string())?;
-
-    let pc = PeerConnection::builder()
-        .bind([SocketAddr::new(ice_ip, 0)])
-        .default_codecs()
-        .build()
-        .await
-        .map_err(|e| e.to_string())?;
-    let negotiated = async {
-        pc.set_remote_description(offer).await?;
+    let (pc, players, answer) = session::answer(body, ice_ip, async |pc, _offer| {
         // Both tracks in one media stream, so that the page plays them in one element.
         let mut players = Vec::new();
         for (samples, kind, codec) in [
@@ -263,23 +246,13 @@ async fn answer(
                 players.push((pc.add_track(track).await?, samples.clone()));
             }
         }
-        pc.set_local_description(pc.create_answer().await?).await?;
-        Ok::<_, webrtc_streams::Error>(players)
-    };
-    let players = match negotiated.await {
-        Ok(players) => players,
-        Err(e) => {
-            let _ = pc.close().await;
-            return Err(e.to_string());
-        }
-    };
-    // Host candidates only: gathering is immediate.
-    let _ = tokio::time::timeout(Duration::from_secs(5), pc.gathering_complete()).await;
-    let answer = pc.local_description().await.ok_or("no local description")?;
+        Ok(players)
+    })
+    .await?;
     for (sender, samples) in players {
         tokio::spawn(play(sender, samples));
     }
-    tokio::spawn(watch(pc));
+    tokio::spawn(session::watch(pc));
     Ok(answer)
 }
 
@@ -295,30 +268,6 @@ async fn play(sender: RtpSender, samples: Arc<Vec<Sample>>) {
         *next += sample.duration;
         tokio::time::sleep_until(*next).await;
     }
-}
-
-/// Closes the connection when it fails, disconnects or does not connect in time.
-async fn watch(pc: PeerConnection) {
-    let mut states = pc.connection_states();
-    let deadline = tokio::time::sleep(CONNECT_TIMEOUT);
-    tokio::pin!(deadline);
-    let mut connected = false;
-    loop {
-        tokio::select! {
-            state = states.next() => match state {
-                Some(RTCPeerConnectionState::Connected) => connected = true,
-                Some(
-                    RTCPeerConnectionState::Failed
-                    | RTCPeerConnectionState::Disconnected
-                    | RTCPeerConnectionState::Closed,
-                )
-                | None => break,
-                Some(_) => {}
-            },
-            () = &mut deadline, if !connected => break,
-        }
-    }
-    let _ = pc.close().await;
 }
 
 /// Reads a whole file, refusing very large ones.

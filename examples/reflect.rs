@@ -23,19 +23,16 @@ use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     process::ExitCode,
-    time::Duration,
 };
 
 use futures::{StreamExt, future};
 use tokio::net::TcpListener;
 use webrtc_streams::{
-    PeerConnection,
     media::{LocalTrack, RTCRtpCodec, RemoteTrack, RtpCodecKind, RtpSender},
     rtc::{
         peer_connection::{
             configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8},
-            sdp::{RTCSdpType, RTCSessionDescription},
-            state::RTCPeerConnectionState,
+            sdp::RTCSessionDescription,
         },
         rtcp::payload_feedbacks::{
             full_intra_request::FullIntraRequest, picture_loss_indication::PictureLossIndication,
@@ -47,9 +44,8 @@ use webrtc_streams::{
 const PAGE: &str = include_str!("reflect/index.html");
 #[path = "common/http.rs"]
 mod http;
-
-/// A connection that is not up by then is closed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+#[path = "common/session.rs"]
+mod session;
 
 const USAGE: &str = "\
 Usage: reflect [--bind ADDR:PORT] [--ice-bind IP]
@@ -106,66 +102,29 @@ pub async fn serve(listener: TcpListener, ice_ip: IpAddr) {
 }
 
 /// A new connection for the offer in `body`: one sending track for each kind the browser
-/// sends, then the complete answer. The connection runs on its own task.
+/// sends, then the complete answer. The connection runs on its own tasks.
 async fn answer(body: &[u8], ice_ip: IpAddr) -> Result<RTCSessionDescription, String> {
-    let offer: RTCSessionDescription =
-        serde_json::from_slice(body).map_err(|e| format!("not a session description: {e}"))?;
-    if offer.sdp_type != RTCSdpType::Offer {
-        return Err(format!("expected an offer, got {}", offer.sdp_type));
-    }
-    let kinds = sent_kinds(&offer.sdp);
-    let offer = RTCSessionDescription::offer(offer.sdp).map_err(|e| e.to_string())?;
-
-    let pc = PeerConnection::builder()
-        .bind([SocketAddr::new(ice_ip, 0)])
-        .default_codecs()
-        .build()
-        .await
-        .map_err(|e| e.to_string())?;
-    // Subscribed before the offer is applied: no track is missed.
-    let tracks = pc.tracks();
-    let negotiated = async {
-        pc.set_remote_description(offer).await?;
+    let mut tracks = None;
+    let (pc, mut senders, answer) = session::answer(body, ice_ip, async |pc, offer| {
+        // Subscribed before the answer is set: no track is missed.
+        tracks = Some(pc.tracks());
         // Added after the offer, each track takes the browser's transceiver of its kind,
         // which becomes send-and-receive.
         let mut senders: HashMap<RtpCodecKind, Vec<RtpSender>> = HashMap::new();
-        for (i, kind) in kinds.into_iter().enumerate() {
+        for (i, kind) in sent_kinds(&offer.sdp).into_iter().enumerate() {
             let track = LocalTrack::new(kind, format!("reflect-{i}"), "reflect", codec(kind));
             senders
                 .entry(kind)
                 .or_default()
                 .push(pc.add_track(track).await?);
         }
-        pc.set_local_description(pc.create_answer().await?).await?;
-        Ok::<_, webrtc_streams::Error>(senders)
-    };
-    let senders = match negotiated.await {
-        Ok(senders) => senders,
-        Err(e) => {
-            let _ = pc.close().await;
-            return Err(e.to_string());
-        }
-    };
-    // Host candidates only: gathering is immediate.
-    let _ = tokio::time::timeout(Duration::from_secs(5), pc.gathering_complete()).await;
-    let answer = pc.local_description().await.ok_or("no local description")?;
-    tokio::spawn(session(pc, tracks, senders));
-    Ok(answer)
-}
-
-/// Reflects each remote track on a sender of its kind until the connection ends.
-async fn session(
-    pc: PeerConnection,
-    mut tracks: webrtc_streams::EventStream<RemoteTrack>,
-    mut senders: HashMap<RtpCodecKind, Vec<RtpSender>>,
-) {
-    let mut states = pc.connection_states();
-    let deadline = tokio::time::sleep(CONNECT_TIMEOUT);
-    tokio::pin!(deadline);
-    let mut connected = false;
-    loop {
-        tokio::select! {
-            Some(track) = tracks.next() => {
+        Ok(senders)
+    })
+    .await?;
+    if let Some(mut tracks) = tracks {
+        // Ends when the connection closes.
+        tokio::spawn(async move {
+            while let Some(track) = tracks.next().await {
                 match senders.get_mut(&track.kind()).and_then(Vec::pop) {
                     Some(sender) => {
                         tokio::spawn(reflect(track, sender));
@@ -173,21 +132,13 @@ async fn session(
                     None => eprintln!("no sender left for {track:?}"),
                 }
             }
-            state = states.next() => match state {
-                Some(RTCPeerConnectionState::Connected) => connected = true,
-                Some(
-                    RTCPeerConnectionState::Failed
-                    | RTCPeerConnectionState::Disconnected
-                    | RTCPeerConnectionState::Closed,
-                )
-                | None => break,
-                Some(_) => {}
-            },
-            () = &mut deadline, if !connected => break,
-        }
+        });
     }
-    let _ = pc.close().await;
-    eprintln!("connection closed");
+    tokio::spawn(async move {
+        session::watch(pc).await;
+        eprintln!("connection closed");
+    });
+    Ok(answer)
 }
 
 /// Sends every packet of `track` back on `sender`, and the browser's key-frame requests for
