@@ -132,6 +132,7 @@ pub mod media;
 mod peer_connection;
 pub mod runtime;
 mod shared;
+pub mod stats;
 pub mod stream;
 mod sync;
 

@@ -39,6 +39,7 @@ use crate::{
         ConnHandle, Shared, channel::ReceiveBudget, command::Command, counters::FilterStats,
         hub::Hub,
     },
+    stats::StatsStream,
     stream::{DEFAULT_EVENT_CAPACITY, EventStream},
     sync::lock,
 };
@@ -361,6 +362,32 @@ impl PeerConnection {
     /// [`Error::Closed`] on a closed connection.
     pub async fn stats(&self) -> Result<RTCStatsReport> {
         self.inner.request(|reply| Command::Stats { reply }).await
+    }
+
+    /// A statistics report every `interval` (the first one `interval` from now), until the
+    /// connection closes: for dashboards. Timed by the connection's runtime (so by the virtual
+    /// clock on a simulated runtime).
+    ///
+    /// The stream does no work while nobody polls it and none once dropped; ticks missed
+    /// while it was not read are skipped, not delivered in a burst. It does not keep the
+    /// connection alive. An `interval` below 1 ms counts as 1 ms.
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) {
+    /// use std::time::Duration;
+    /// use futures::StreamExt;
+    /// let mut reports = pc.stats_stream(Duration::from_secs(2));
+    /// while let Some(report) = reports.next().await {
+    ///     let sent: u64 = report
+    ///         .outbound_rtp_streams()
+    ///         .map(|s| s.sent_rtp_stream_stats.packets_sent)
+    ///         .sum();
+    ///     println!("{sent} RTP packets sent so far");
+    /// }
+    /// # }
+    /// ```
+    pub fn stats_stream(&self, interval: std::time::Duration) -> StatsStream {
+        StatsStream::new(&self.inner, self.connection_states(), interval)
     }
 
     /// Data channels opened by the remote peer.
@@ -753,6 +780,7 @@ impl PeerConnectionBuilder {
             cmd: cmd_tx,
             shared: shared.clone(),
             local_addrs,
+            runtime: Some(runtime.clone()),
         });
         // Subscribed before the driver runs: the handler misses nothing.
         let bridge = self.bridge.map(|start| {
