@@ -33,7 +33,7 @@ use crate::{
     driver::{Driver, DriverConfig, Socket, media::DeliverRtcp},
     error::{CoreError, Error, Result},
     event::{self, PeerConnectionEvent},
-    media::{LocalTrack, RemoteTrack, RtpCodecKind, RtpSender},
+    media::{LocalTrack, RemoteTrack, RtpCodecKind, RtpSender, Transceiver},
     runtime::{Runtime, default_runtime},
     shared::{
         ConnHandle, Shared, channel::ReceiveBudget, command::Command, counters::FilterStats,
@@ -302,12 +302,14 @@ impl PeerConnection {
 
     /// Adds a transceiver of `kind` without a track, in `direction`: typically
     /// [`Recvonly`](RTCRtpTransceiverDirection::Recvonly), to receive a track of that kind
-    /// when this side makes the offer but sends nothing. Negotiate afterwards.
+    /// when this side makes the offer but sends nothing. Negotiate afterwards. The returned
+    /// [`Transceiver`] sets codec preferences and stops it.
     ///
     /// ```no_run
     /// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
     /// use webrtc_streams::{media::RtpCodecKind, rtc::rtp_transceiver::RTCRtpTransceiverDirection};
-    /// pc.add_transceiver(RtpCodecKind::Video, RTCRtpTransceiverDirection::Recvonly)
+    /// let video = pc
+    ///     .add_transceiver(RtpCodecKind::Video, RTCRtpTransceiverDirection::Recvonly)
     ///     .await?;
     /// # Ok(()) }
     /// ```
@@ -320,14 +322,16 @@ impl PeerConnection {
         &self,
         kind: RtpCodecKind,
         direction: RTCRtpTransceiverDirection,
-    ) -> Result<()> {
-        self.inner
+    ) -> Result<Transceiver> {
+        let id = self
+            .inner
             .request(|reply| Command::AddTransceiver {
                 kind,
                 direction,
                 reply,
             })
-            .await
+            .await?;
+        Ok(Transceiver::new(self.inner.clone(), id, kind))
     }
 
     /// Stops sending `sender`'s track. Its writes fail from now on; renegotiate

@@ -13,7 +13,7 @@ use rtc::{
     },
     rtp,
     rtp_transceiver::{
-        RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection,
+        RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverId,
         rtp_sender::{RTCRtpCodec, RtpCodecKind},
     },
     statistics::report::RTCStatsReport,
@@ -91,6 +91,16 @@ pub(crate) enum Command {
     AddTransceiver {
         kind: RtpCodecKind,
         direction: RTCRtpTransceiverDirection,
+        reply: Reply<RTCRtpTransceiverId>,
+    },
+    SetCodecPreferences {
+        transceiver: RTCRtpTransceiverId,
+        kind: RtpCodecKind,
+        codecs: Vec<RTCRtpCodec>,
+        reply: Reply<()>,
+    },
+    StopTransceiver {
+        transceiver: RTCRtpTransceiverId,
         reply: Reply<()>,
     },
     ReplaceTrack {
