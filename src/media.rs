@@ -66,7 +66,7 @@ use crate::{
     shared::{
         ConnHandle,
         command::{Command, TrackSpec},
-        media::{Queue, SenderShared, SenderState, TrackShared},
+        media::{Layer, Queue, SenderShared, SenderState, TrackShared},
     },
 };
 
@@ -95,6 +95,7 @@ impl LocalTrack {
                 track_id: id.into(),
                 stream_id: stream_id.into(),
                 codec,
+                rids: Vec::new(),
             },
         }
     }
@@ -131,6 +132,42 @@ impl LocalTrack {
     pub fn id(&self) -> &str {
         &self.spec.track_id
     }
+
+    /// Sends the track as simulcast: one encoding per RTP stream id (RID), each with an SSRC
+    /// of its own, announced with `a=rid` and `a=simulcast` in the offer. Write each encoding
+    /// through its own sender handle ([`RtpSender::layer`]); every packet then carries the MID
+    /// and RID header extensions (RFC 8852) that let the receiver tell the encodings apart —
+    /// the connection adds them. The remote peer gets one [`RemoteTrack`] per RID.
+    ///
+    /// A RID is 1 to 16 letters, digits, `-` or `_`; give at least two, all different
+    /// ([`PeerConnection::add_track`](crate::PeerConnection::add_track) refuses others). The
+    /// media engine must have the MID and RID header extensions for video, as
+    /// [`default_codecs`](crate::PeerConnectionBuilder::default_codecs) registers them.
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
+    /// use webrtc_streams::{media::LocalTrack, rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8};
+    /// let camera = pc
+    ///     .add_track(
+    ///         LocalTrack::video("cam", LocalTrack::codec(MIME_TYPE_VP8, 90_000, 0))
+    ///             .with_simulcast(["q", "h", "f"]),
+    ///     )
+    ///     .await?;
+    /// let quarter = camera.layer("q").expect("a layer per RID");
+    /// let full = camera.layer("f").expect("a layer per RID");
+    /// // ... negotiate, then write each resolution to its layer:
+    /// // quarter.write_sample(small_frame).await?; full.write_sample(big_frame).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_simulcast(mut self, rids: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.spec.rids = rids.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The RIDs of a simulcast track; empty otherwise.
+    pub fn rids(&self) -> &[String] {
+        &self.spec.rids
+    }
 }
 
 /// A chunk of encoded media — an audio frame, a video frame — and how long it lasts.
@@ -161,6 +198,8 @@ impl Sample {
 pub struct RtpSender {
     pub(crate) conn: Arc<ConnHandle>,
     pub(crate) shared: Arc<SenderShared>,
+    /// Which encoding this handle writes (index into the shared layers).
+    pub(crate) layer: usize,
 }
 
 impl RtpSender {
@@ -174,9 +213,45 @@ impl RtpSender {
         &self.shared.track_id
     }
 
-    /// The SSRC this sender sends with.
+    /// The SSRC this handle sends with (its encoding's, for a simulcast track).
     pub fn ssrc(&self) -> u32 {
-        self.shared.ssrc
+        self.own_layer().ssrc
+    }
+
+    /// The RTP stream id of the encoding this handle writes, for a simulcast track.
+    pub fn rid(&self) -> Option<&str> {
+        Some(self.own_layer().rid.as_str()).filter(|r| !r.is_empty())
+    }
+
+    /// The sender handle of a simulcast track's encoding `rid`; `None` if the track has no
+    /// such RID. (The handle [`add_track`](crate::PeerConnection::add_track) returns writes
+    /// the first one.) Everything but the writes — direction, stop, RTCP — is shared by the
+    /// track's encodings.
+    pub fn layer(&self, rid: &str) -> Option<RtpSender> {
+        let layer = self
+            .shared
+            .layers
+            .iter()
+            .position(|l| !l.rid.is_empty() && l.rid == rid)?;
+        Some(RtpSender {
+            layer,
+            ..self.clone()
+        })
+    }
+
+    /// One sender handle per encoding, in the order of the RIDs (one handle, this one's
+    /// encoding first, for a track without simulcast).
+    pub fn layers(&self) -> Vec<RtpSender> {
+        (0..self.shared.layers.len())
+            .map(|layer| RtpSender {
+                layer,
+                ..self.clone()
+            })
+            .collect()
+    }
+
+    fn own_layer(&self) -> &Layer {
+        &self.shared.layers[self.layer.min(self.shared.layers.len() - 1)]
     }
 
     /// The codec the track was added with.
@@ -255,7 +330,7 @@ impl RtpSender {
     /// the connection whole.
     pub async fn write_rtp(&self, mut packet: rtp::Packet) -> Result<()> {
         let pt = self.ready().await?;
-        packet.header.ssrc = self.shared.ssrc;
+        packet.header.ssrc = self.own_layer().ssrc;
         packet.header.payload_type = pt;
         self.send(packet).await
     }
@@ -283,7 +358,7 @@ impl RtpSender {
             .unwrap_or_else(|| self.shared.codec.clone());
         let samples = (sample.duration.as_secs_f64() * f64::from(codec.clock_rate)).round() as u32;
         let packets = {
-            let mut packetizer = crate::sync::lock(&self.shared.packetizer);
+            let mut packetizer = crate::sync::lock(&self.own_layer().packetizer);
             // A packetizer per payload type: a renegotiation may change the codec.
             if packetizer
                 .as_ref()
@@ -298,7 +373,7 @@ impl RtpSender {
                         Instant::now(),
                         SAMPLE_MTU,
                         pt,
-                        self.shared.ssrc,
+                        self.own_layer().ssrc,
                         payloader,
                         Box::new(new_random_sequencer()),
                         codec.clock_rate,

@@ -282,10 +282,14 @@ impl PeerConnection {
     /// # Ok(()) }
     /// ```
     ///
+    /// For a simulcast track ([`LocalTrack::with_simulcast`]) the returned handle writes the
+    /// first encoding; [`RtpSender::layer`] gives the others.
+    ///
     /// # Errors
     ///
-    /// [`Error::InvalidOperation`] if the core refuses the track, [`Error::Closed`] on a closed
-    /// connection.
+    /// [`Error::InvalidOperation`] if the core refuses the track, or for simulcast RIDs that
+    /// are not valid (fewer than two, repeated, empty, longer than 16 bytes, other characters
+    /// than letters, digits, `-` and `_`); [`Error::Closed`] on a closed connection.
     pub async fn add_track(&self, track: LocalTrack) -> Result<RtpSender> {
         let shared = self
             .inner
@@ -297,6 +301,7 @@ impl PeerConnection {
         Ok(RtpSender {
             conn: self.inner.clone(),
             shared,
+            layer: 0,
         })
     }
 

@@ -6,6 +6,7 @@ use std::{
     time::Instant,
 };
 
+use bytes::Bytes;
 use log::{debug, trace};
 use rtc::{
     crypto::RTCCryptoProvider,
@@ -30,6 +31,7 @@ use rtc::{
         },
     },
     sansio::Protocol,
+    sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI},
 };
 
 use super::sdp::media_sections;
@@ -40,7 +42,7 @@ use crate::{
         command::TrackSpec,
         hub::Raw,
         media::{
-            DEFAULT_TRACK_CAPACITY, RtcpPackets, SenderShared, SenderState, TrackParams,
+            DEFAULT_TRACK_CAPACITY, Layer, RtcpPackets, SenderShared, SenderState, TrackParams,
             TrackShared,
         },
     },
@@ -66,6 +68,20 @@ pub(super) struct Media {
     /// The last description created, with the sections of stopped transceivers rejected, and
     /// as the core made it (the core takes back only what it made).
     created: Option<(String, RTCSessionDescription)>,
+    /// What simulcast senders tag each packet with (`rtc` does not).
+    simulcast: HashMap<RTCRtpSenderId, SimulcastTags>,
+}
+
+/// The MID and RID header extensions (RFC 8852) of a simulcast sender's packets: without
+/// them, the receiver cannot tell its encodings apart.
+struct SimulcastTags {
+    /// The negotiated extension ids (`None` if the remote peer did not accept one).
+    mid_id: Option<u8>,
+    rid_id: Option<u8>,
+    /// The transceiver's MID.
+    mid: Bytes,
+    /// Each encoding's SSRC and RID.
+    rids: Vec<(u32, Bytes)>,
 }
 
 impl Media {
@@ -80,6 +96,7 @@ impl Media {
             preferred: HashSet::new(),
             stopped: HashSet::new(),
             created: None,
+            simulcast: HashMap::new(),
         }
     }
 
@@ -103,14 +120,22 @@ impl Media {
         core: &mut RTCPeerConnection,
         spec: TrackSpec,
     ) -> Result<Arc<SenderShared>> {
-        let ssrc = self.random_ssrc();
-        let track = media_track(&spec, ssrc);
+        check_rids(&spec.rids)?;
+        let layers: Vec<Layer> = if spec.rids.is_empty() {
+            vec![Layer::new(String::new(), self.random_ssrc())]
+        } else {
+            spec.rids
+                .iter()
+                .map(|rid| Layer::new(rid.clone(), self.random_ssrc()))
+                .collect()
+        };
+        let track = media_track(&spec, &layers);
         let id = core
             .add_track(track)
             .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?;
         let sender = Arc::new(SenderShared::new(
             id,
-            ssrc,
+            layers,
             spec.kind,
             spec.codec,
             spec.track_id,
@@ -155,6 +180,11 @@ impl Media {
             let pt = chosen.as_ref().map(|c| c.1);
             if let Some((codec, pt)) = chosen {
                 s.set_send_codec(codec, pt);
+            }
+            if s.layers.len() > 1
+                && let Some(tags) = simulcast_tags(core, s)
+            {
+                self.simulcast.insert(s.id, tags);
             }
             let ready = self.up && pt.is_some() && sending.contains(&s.id);
             s.set_state(if ready {
@@ -380,7 +410,7 @@ impl Media {
                 rtc::shared::error::Error::ErrRTPSenderNewTrackHasIncorrectKind,
             )));
         }
-        let track = media_track(&spec, shared.ssrc);
+        let track = media_track(&spec, &shared.layers);
         let Some(mut s) = core.rtp_sender(sender) else {
             return Err(Error::Closed);
         };
@@ -458,6 +488,10 @@ impl Media {
         sender: RTCRtpSenderId,
         packet: rtp::Packet,
     ) {
+        let mut packet = packet;
+        if let Some(tags) = self.simulcast.get(&sender) {
+            tags.tag(&mut packet);
+        }
         let Some(mut s) = core.rtp_sender(sender) else {
             debug!("RTP for an unknown sender dropped");
             return;
@@ -557,7 +591,54 @@ impl Media {
     }
 }
 
-/// The core's track for `spec`, sent with `ssrc`.
+impl SimulcastTags {
+    /// Sets the MID and RID header extensions of `packet` (sent on one of the encodings).
+    fn tag(&self, packet: &mut rtp::Packet) {
+        let Some((_, rid)) = self
+            .rids
+            .iter()
+            .find(|(ssrc, _)| *ssrc == packet.header.ssrc)
+        else {
+            return;
+        };
+        for (id, value) in [(self.mid_id, &self.mid), (self.rid_id, rid)] {
+            if let Some(id) = id
+                && let Err(e) = packet.header.set_extension(id, value.clone())
+            {
+                debug!("simulcast header extension {id}: {e}");
+            }
+        }
+    }
+}
+
+/// The tags of simulcast sender `s`, once its transceiver has a MID.
+fn simulcast_tags(core: &mut RTCPeerConnection, s: &SenderShared) -> Option<SimulcastTags> {
+    let mid = core
+        .rtp_transceiver(RTCRtpTransceiverId::from(s.id))?
+        .mid()
+        .clone()?;
+    let mut sender = core.rtp_sender(s.id)?;
+    let params = sender.get_parameters();
+    let id_of = |uri: &str| {
+        params
+            .rtp_parameters
+            .header_extensions
+            .iter()
+            .find(|e| e.uri == uri)
+            .and_then(|e| u8::try_from(e.id).ok())
+    };
+    Some(SimulcastTags {
+        mid_id: id_of(SDES_MID_URI),
+        rid_id: id_of(SDES_RTP_STREAM_ID_URI),
+        mid: Bytes::from(mid),
+        rids: s
+            .layers
+            .iter()
+            .map(|l| (l.ssrc, Bytes::from(l.rid.clone())))
+            .collect(),
+    })
+}
+
 /// What `f` picks from each of the core's transceivers, in order.
 fn each_transceiver<T>(
     core: &mut RTCPeerConnection,
@@ -648,22 +729,55 @@ fn reject_sections(sdp: &str, mids: &[String]) -> Option<String> {
     Some(out)
 }
 
-fn media_track(spec: &TrackSpec, ssrc: u32) -> MediaStreamTrack {
-    MediaStreamTrack::new(
-        spec.stream_id.clone(),
-        spec.track_id.clone(),
-        spec.track_id.clone(),
-        spec.kind,
-        vec![RTCRtpEncodingParameters {
+/// The core's track for `spec`, one encoding per layer.
+fn media_track(spec: &TrackSpec, layers: &[Layer]) -> MediaStreamTrack {
+    let encodings = layers
+        .iter()
+        .map(|l| RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
+                rid: l.rid.clone(),
+                ssrc: Some(l.ssrc),
                 ..Default::default()
             },
             active: true,
             codec: spec.codec.clone(),
             ..Default::default()
-        }],
+        })
+        .collect();
+    MediaStreamTrack::new(
+        spec.stream_id.clone(),
+        spec.track_id.clone(),
+        spec.track_id.clone(),
+        spec.kind,
+        encodings,
     )
+}
+
+/// Checks the RIDs of a simulcast track (RFC 8851 `rid-id`, and short enough for a one-byte
+/// header extension).
+fn check_rids(rids: &[String]) -> Result<()> {
+    let bad = |why: String| Err(Error::InvalidOperation(CoreError(why)));
+    if rids.is_empty() {
+        return Ok(());
+    }
+    if rids.len() < 2 {
+        return bad("simulcast needs at least two RIDs".to_owned());
+    }
+    for (i, rid) in rids.iter().enumerate() {
+        let valid = (1..=16).contains(&rid.len())
+            && rid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return bad(format!(
+                "invalid RID {rid:?}: 1 to 16 letters, digits, '-' or '_'"
+            ));
+        }
+        if rids[..i].contains(rid) {
+            return bad(format!("RID {rid:?} given twice"));
+        }
+    }
+    Ok(())
 }
 
 /// An interceptor that marks every inbound RTCP packet for the application: without one, the

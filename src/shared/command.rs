@@ -122,6 +122,8 @@ pub(crate) struct TrackSpec {
     pub(crate) track_id: String,
     pub(crate) stream_id: String,
     pub(crate) codec: RTCRtpCodec,
+    /// The RIDs of a simulcast track's encodings; empty for one encoding.
+    pub(crate) rids: Vec<String>,
 }
 
 /// A message on its way to the core.

@@ -34,7 +34,8 @@ const NO_PAYLOAD_TYPE: u16 = u16::MAX;
 /// share.
 pub(crate) struct SenderShared {
     pub(crate) id: RTCRtpSenderId,
-    pub(crate) ssrc: u32,
+    /// The encodings it sends: one, or one per RID of a simulcast track.
+    pub(crate) layers: Vec<Layer>,
     pub(crate) kind: RtpCodecKind,
     pub(crate) codec: RTCRtpCodec,
     pub(crate) track_id: String,
@@ -46,11 +47,27 @@ pub(crate) struct SenderShared {
     state: Mutex<SenderState>,
     /// Notified when the state changes.
     pub(crate) changed: Event,
+    /// Received RTCP about this sender's stream (receiver reports, NACK, PLI, ...).
+    pub(crate) rtcp: Queue<RtcpPackets>,
+}
+
+/// One encoding of a local track: its SSRC, its RID (empty unless simulcast), its packetizer.
+pub(crate) struct Layer {
+    pub(crate) rid: String,
+    pub(crate) ssrc: u32,
     /// Turns samples into packets, for the payload type it was made for; made on the first
     /// sample, and again when the payload type changes.
     pub(crate) packetizer: Mutex<Option<(u8, Box<dyn Packetizer>)>>,
-    /// Received RTCP about this sender's stream (receiver reports, NACK, PLI, ...).
-    pub(crate) rtcp: Queue<RtcpPackets>,
+}
+
+impl Layer {
+    pub(crate) fn new(rid: String, ssrc: u32) -> Self {
+        Self {
+            rid,
+            ssrc,
+            packetizer: Mutex::new(None),
+        }
+    }
 }
 
 impl SenderState {
@@ -75,14 +92,14 @@ pub(crate) enum SenderState {
 impl SenderShared {
     pub(crate) fn new(
         id: RTCRtpSenderId,
-        ssrc: u32,
+        layers: Vec<Layer>,
         kind: RtpCodecKind,
         codec: RTCRtpCodec,
         track_id: String,
     ) -> Self {
         Self {
             id,
-            ssrc,
+            layers,
             kind,
             codec,
             track_id,
@@ -90,7 +107,6 @@ impl SenderShared {
             send_codec: Mutex::new(None),
             state: Mutex::new(SenderState::Waiting),
             changed: Event::new(),
-            packetizer: Mutex::new(None),
             rtcp: Queue::new(DEFAULT_RTCP_CAPACITY),
         }
     }
@@ -132,7 +148,10 @@ impl fmt::Debug for SenderShared {
         f.debug_struct("RtpSender")
             .field("track_id", &self.track_id)
             .field("kind", &self.kind)
-            .field("ssrc", &self.ssrc)
+            .field(
+                "ssrcs",
+                &self.layers.iter().map(|l| l.ssrc).collect::<Vec<_>>(),
+            )
             .field("state", &self.state())
             .finish_non_exhaustive()
     }
