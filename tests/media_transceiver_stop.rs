@@ -15,6 +15,7 @@ use webrtc_streams::{
     Error, PeerConnection,
     media::{LocalTrack, RemoteTrack, RtpCodecKind, RtpSender},
     rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8},
+    rtc::rtp_transceiver::RTCRtpTransceiverDirection,
     runtime::sim::{SimHandle, SimRuntime},
 };
 
@@ -204,5 +205,47 @@ fn the_receiver_stops_the_transceiver() {
         audio_goes_on(&h, &f).await;
         f.a.close().await.unwrap();
         f.b.close().await.unwrap();
+    });
+}
+
+/// A receive-only transceiver made with `add_transceiver` is stopped through the handle it
+/// returned: its remote track ends, and after the renegotiation the remote sender fails.
+#[test]
+fn a_receive_only_transceiver_is_stopped_through_its_handle() {
+    init_log();
+    let sim = SimRuntime::new(33);
+    let h = sim.handle().clone();
+    sim.block_on(async {
+        let a = media_peer(&h, HOST_A).await;
+        let b = media_peer(&h, HOST_B).await;
+        let mut tracks_a = a.tracks();
+        let receive = a
+            .add_transceiver(RtpCodecKind::Video, RTCRtpTransceiverDirection::Recvonly)
+            .await
+            .unwrap();
+        let video = b
+            .add_track(LocalTrack::video(
+                "cam",
+                LocalTrack::codec(MIME_TYPE_VP8, 90_000, 0),
+            ))
+            .await
+            .unwrap();
+        negotiate(&a, &b).await;
+        connected(&h, &b, LIMIT).await;
+        for seq in 0..5 {
+            video.write_rtp(packet(seq, 300)).await.unwrap();
+        }
+        let remote = take_tracks(&h, &mut tracks_a, 1).await.remove(0);
+        assert_eq!(read_seqs(&h, &remote, 5).await, (0..5).collect::<Vec<_>>());
+
+        receive.stop().await.unwrap();
+        assert_eq!(until_end(&h, &remote).await, 0);
+        negotiate(&a, &b).await;
+        let offer = a.local_description().await.unwrap().sdp;
+        assert_eq!(port(&offer, "video"), 0, "{offer}");
+        let err = video.write_rtp(packet(5, 300)).await;
+        assert!(matches!(err, Err(Error::TransceiverStopped)), "{err:?}");
+        a.close().await.unwrap();
+        b.close().await.unwrap();
     });
 }
