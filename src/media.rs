@@ -38,6 +38,15 @@
 //!     .await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Each track is sent or received on a [`Transceiver`] (one media section of the
+//! negotiation): [`Transceiver::set_codec_preferences`] chooses and orders its codecs before
+//! a negotiation, [`Transceiver::stop`] ends it for good (the next negotiation rejects its
+//! section). A video track can be sent as simulcast, one encoding per RID
+//! ([`LocalTrack::with_simulcast`], [`RtpSender::layer`]); a simulcast track received
+//! arrives as one [`RemoteTrack`] per RID. For statistics, see
+//! [`PeerConnection::stats`](crate::PeerConnection::stats) and
+//! [`stats_stream`](crate::PeerConnection::stats_stream).
 
 use std::{
     fmt,
