@@ -64,6 +64,16 @@ pub enum Error {
     /// The operation is not valid in the current signaling state, or its arguments are invalid.
     #[error("invalid operation: {0}")]
     InvalidOperation(#[source] CoreError),
+    /// The transceiver of a track was stopped (by this side, or rejected by the remote peer in
+    /// a negotiation): it sends and receives nothing any more.
+    #[error("transceiver is stopped")]
+    TransceiverStopped,
+    /// A codec that the connection's media engine does not have for that kind of media.
+    #[error("codec {mime_type} is not supported here")]
+    UnsupportedCodec {
+        /// The MIME type of the codec asked for.
+        mime_type: String,
+    },
     /// No runtime was configured and none could be found (for example, no Tokio runtime is
     /// running on the current thread).
     #[error("no async runtime available: {0}")]

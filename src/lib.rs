@@ -133,6 +133,7 @@ pub mod media;
 mod peer_connection;
 pub mod runtime;
 mod shared;
+pub mod stats;
 pub mod stream;
 mod sync;
 

@@ -38,6 +38,15 @@
 //!     .await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Each track is sent or received on a [`Transceiver`] (one media section of the
+//! negotiation): [`Transceiver::set_codec_preferences`] chooses and orders its codecs before
+//! a negotiation, [`Transceiver::stop`] ends it for good (the next negotiation rejects its
+//! section). A video track can be sent as simulcast, one encoding per RID
+//! ([`LocalTrack::with_simulcast`], [`RtpSender::layer`]); a simulcast track received
+//! arrives as one [`RemoteTrack`] per RID. For statistics, see
+//! [`PeerConnection::stats`](crate::PeerConnection::stats) and
+//! [`stats_stream`](crate::PeerConnection::stats_stream).
 
 use std::{
     fmt,
@@ -49,6 +58,7 @@ use std::{
 
 use bytes::Bytes;
 use futures::Stream;
+use rtc::rtp_transceiver::RTCRtpTransceiverId;
 pub use rtc::rtp_transceiver::{
     RTCRtpTransceiverDirection,
     rtp_sender::{RTCRtpCodec, RtpCodecKind},
@@ -65,7 +75,7 @@ use crate::{
     shared::{
         ConnHandle,
         command::{Command, TrackSpec},
-        media::{Queue, SenderShared, SenderState, TrackShared},
+        media::{Layer, Queue, SenderShared, SenderState, TrackShared},
     },
 };
 
@@ -94,6 +104,7 @@ impl LocalTrack {
                 track_id: id.into(),
                 stream_id: stream_id.into(),
                 codec,
+                rids: Vec::new(),
             },
         }
     }
@@ -130,6 +141,42 @@ impl LocalTrack {
     pub fn id(&self) -> &str {
         &self.spec.track_id
     }
+
+    /// Sends the track as simulcast: one encoding per RTP stream id (RID), each with an SSRC
+    /// of its own, announced with `a=rid` and `a=simulcast` in the offer. Write each encoding
+    /// through its own sender handle ([`RtpSender::layer`]); every packet then carries the MID
+    /// and RID header extensions (RFC 8852) that let the receiver tell the encodings apart —
+    /// the connection adds them. The remote peer gets one [`RemoteTrack`] per RID.
+    ///
+    /// A RID is 1 to 16 letters, digits, `-` or `_`; give at least two, all different
+    /// ([`PeerConnection::add_track`](crate::PeerConnection::add_track) refuses others). The
+    /// media engine must have the MID and RID header extensions for video, as
+    /// [`default_codecs`](crate::PeerConnectionBuilder::default_codecs) registers them.
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
+    /// use webrtc_streams::{media::LocalTrack, rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8};
+    /// let camera = pc
+    ///     .add_track(
+    ///         LocalTrack::video("cam", LocalTrack::codec(MIME_TYPE_VP8, 90_000, 0))
+    ///             .with_simulcast(["q", "h", "f"]),
+    ///     )
+    ///     .await?;
+    /// let quarter = camera.layer("q").expect("a layer per RID");
+    /// let full = camera.layer("f").expect("a layer per RID");
+    /// // ... negotiate, then write each resolution to its layer:
+    /// // quarter.write_sample(small_frame).await?; full.write_sample(big_frame).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_simulcast(mut self, rids: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.spec.rids = rids.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The RIDs of a simulcast track; empty otherwise.
+    pub fn rids(&self) -> &[String] {
+        &self.spec.rids
+    }
 }
 
 /// A chunk of encoded media — an audio frame, a video frame — and how long it lasts.
@@ -160,6 +207,8 @@ impl Sample {
 pub struct RtpSender {
     pub(crate) conn: Arc<ConnHandle>,
     pub(crate) shared: Arc<SenderShared>,
+    /// Which encoding this handle writes (index into the shared layers).
+    pub(crate) layer: usize,
 }
 
 impl RtpSender {
@@ -173,14 +222,91 @@ impl RtpSender {
         &self.shared.track_id
     }
 
-    /// The SSRC this sender sends with.
+    /// The SSRC this handle sends with (its encoding's, for a simulcast track).
     pub fn ssrc(&self) -> u32 {
-        self.shared.ssrc
+        self.own_layer().ssrc
+    }
+
+    /// The RTP stream id of the encoding this handle writes, for a simulcast track.
+    pub fn rid(&self) -> Option<&str> {
+        Some(self.own_layer().rid.as_str()).filter(|r| !r.is_empty())
+    }
+
+    /// The sender handle of a simulcast track's encoding `rid`; `None` if the track has no
+    /// such RID. (The handle [`add_track`](crate::PeerConnection::add_track) returns writes
+    /// the first one.) Everything but the writes — direction, stop, RTCP — is shared by the
+    /// track's encodings.
+    pub fn layer(&self, rid: &str) -> Option<RtpSender> {
+        let layer = self
+            .shared
+            .layers
+            .iter()
+            .position(|l| !l.rid.is_empty() && l.rid == rid)?;
+        Some(RtpSender {
+            layer,
+            ..self.clone()
+        })
+    }
+
+    /// One sender handle per encoding, in the order of the RIDs (one handle, this one's
+    /// encoding first, for a track without simulcast).
+    pub fn layers(&self) -> Vec<RtpSender> {
+        (0..self.shared.layers.len())
+            .map(|layer| RtpSender {
+                layer,
+                ..self.clone()
+            })
+            .collect()
+    }
+
+    fn own_layer(&self) -> &Layer {
+        &self.shared.layers[self.layer.min(self.shared.layers.len() - 1)]
     }
 
     /// The codec the track was added with.
     pub fn codec(&self) -> &RTCRtpCodec {
         &self.shared.codec
+    }
+
+    /// The codec the sender sends with, once negotiated: the negotiated codec of the track's
+    /// codec type, or, if codec preferences were set on its transceiver
+    /// ([`set_codec_preferences`](Self::set_codec_preferences)), the first negotiated one —
+    /// feed the sender frames of that codec.
+    pub fn send_codec(&self) -> Option<RTCRtpCodec> {
+        self.shared.send_codec()
+    }
+
+    /// The transceiver this sender sends on.
+    pub fn transceiver(&self) -> Transceiver {
+        Transceiver {
+            conn: self.conn.clone(),
+            id: RTCRtpTransceiverId::from(self.shared.id),
+            kind: self.shared.kind,
+        }
+    }
+
+    /// Stops this sender's transceiver for good (W3C `RTCRtpTransceiver.stop()`); see
+    /// [`Transceiver::stop`]. Writes fail with [`Error::TransceiverStopped`] from now on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the connection is closed.
+    pub async fn stop(&self) -> Result<()> {
+        self.transceiver().stop().await
+    }
+
+    /// Sets the codecs this sender's transceiver offers and accepts, most preferred first;
+    /// see [`Transceiver::set_codec_preferences`]. The sender then sends with the first of
+    /// them the negotiation keeps ([`send_codec`](Self::send_codec)).
+    ///
+    /// # Errors
+    ///
+    /// As [`Transceiver::set_codec_preferences`].
+    pub async fn set_codec_preferences(
+        &self,
+        codecs: impl IntoIterator<Item = RTCRtpCodec>,
+    ) -> Result<()> {
+        self.transceiver().set_codec_preferences(codecs).await
     }
 
     /// The negotiated payload type, once the connection is up.
@@ -204,7 +330,8 @@ impl RtpSender {
     ///
     /// # Errors
     ///
-    /// [`Error::Closed`] if the connection is closed.
+    /// [`Error::Closed`] if the connection is closed, [`Error::TransceiverStopped`] if the
+    /// sender's transceiver was [stopped](Self::stop) (here or by the remote peer).
     ///
     /// # Cancel safety
     ///
@@ -212,20 +339,21 @@ impl RtpSender {
     /// the connection whole.
     pub async fn write_rtp(&self, mut packet: rtp::Packet) -> Result<()> {
         let pt = self.ready().await?;
-        packet.header.ssrc = self.shared.ssrc;
+        packet.header.ssrc = self.own_layer().ssrc;
         packet.header.payload_type = pt;
         self.send(packet).await
     }
 
-    /// Packetizes one sample for the track's codec and sends the packets; RTP timestamps
-    /// advance by the sample's duration.
+    /// Packetizes one sample for the codec the sender sends with ([`send_codec`](Self::send_codec))
+    /// and sends the packets; RTP timestamps advance by the sample's duration.
     ///
     /// Waits until the connection is up (and while the connection's command queue is full).
     ///
     /// # Errors
     ///
-    /// [`Error::Closed`] if the connection is closed; [`Error::InvalidOperation`] if the
-    /// track's codec has no packetizer (`rtc` packetizes Opus, G.722, PCMU/PCMA, VP8, VP9,
+    /// [`Error::Closed`] if the connection is closed; [`Error::TransceiverStopped`] if the
+    /// sender's transceiver was [stopped](Self::stop); [`Error::InvalidOperation`] if the
+    /// codec has no packetizer (`rtc` packetizes Opus, G.722, PCMU/PCMA, VP8, VP9,
     /// H.264, H.265 and AV1).
     ///
     /// # Cancel safety
@@ -233,27 +361,35 @@ impl RtpSender {
     /// Not cancel safe: dropped midway, part of the sample's packets may have been sent.
     pub async fn write_sample(&self, sample: Sample) -> Result<()> {
         let pt = self.ready().await?;
-        let samples = (sample.duration.as_secs_f64() * f64::from(self.shared.codec.clock_rate))
-            .round() as u32;
+        let codec = self
+            .shared
+            .send_codec()
+            .unwrap_or_else(|| self.shared.codec.clone());
+        let samples = (sample.duration.as_secs_f64() * f64::from(codec.clock_rate)).round() as u32;
         let packets = {
-            let mut packetizer = crate::sync::lock(&self.shared.packetizer);
-            if packetizer.is_none() {
-                let payloader = self
-                    .shared
-                    .codec
+            let mut packetizer = crate::sync::lock(&self.own_layer().packetizer);
+            // A packetizer per payload type: a renegotiation may change the codec.
+            if packetizer
+                .as_ref()
+                .is_none_or(|(made_for, _)| *made_for != pt)
+            {
+                let payloader = codec
                     .payloader()
                     .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?;
-                *packetizer = Some(Box::new(new_packetizer(
-                    Instant::now(),
-                    SAMPLE_MTU,
+                *packetizer = Some((
                     pt,
-                    self.shared.ssrc,
-                    payloader,
-                    Box::new(new_random_sequencer()),
-                    self.shared.codec.clock_rate,
-                )));
+                    Box::new(new_packetizer(
+                        Instant::now(),
+                        SAMPLE_MTU,
+                        pt,
+                        self.own_layer().ssrc,
+                        payloader,
+                        Box::new(new_random_sequencer()),
+                        codec.clock_rate,
+                    )),
+                ));
             }
-            let Some(p) = packetizer.as_mut() else {
+            let Some((_, p)) = packetizer.as_mut() else {
                 unreachable!("the packetizer was just made");
             };
             p.packetize(Instant::now(), &sample.data, samples)
@@ -314,6 +450,7 @@ impl RtpSender {
                     }
                 }
                 SenderState::Closed => return Err(Error::Closed),
+                SenderState::Stopped => return Err(Error::TransceiverStopped),
                 SenderState::Waiting => {}
             }
             listener.await;
@@ -332,6 +469,110 @@ impl RtpSender {
 impl fmt::Debug for RtpSender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.shared.fmt(f)
+    }
+}
+
+/// A transceiver: one media section of the negotiation, which sends and/or receives one
+/// track. Cheap to clone.
+///
+/// Made by [`PeerConnection::add_transceiver`](crate::PeerConnection::add_transceiver), or
+/// found through [`RtpSender::transceiver`] and [`RemoteTrack::transceiver`].
+///
+/// ```no_run
+/// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
+/// use webrtc_streams::{
+///     media::{LocalTrack, RtpCodecKind},
+///     rtc::{
+///         peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_VP8},
+///         rtp_transceiver::RTCRtpTransceiverDirection,
+///     },
+/// };
+/// // Receive video, H.264 rather than VP8 (and nothing else).
+/// let video = pc
+///     .add_transceiver(RtpCodecKind::Video, RTCRtpTransceiverDirection::Recvonly)
+///     .await?;
+/// video
+///     .set_codec_preferences([
+///         LocalTrack::codec(MIME_TYPE_H264, 90_000, 0),
+///         LocalTrack::codec(MIME_TYPE_VP8, 90_000, 0),
+///     ])
+///     .await?;
+/// // ... negotiate, receive ...
+/// video.stop().await?; // and renegotiate: the media section is rejected
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Transceiver {
+    conn: Arc<ConnHandle>,
+    id: RTCRtpTransceiverId,
+    kind: RtpCodecKind,
+}
+
+impl Transceiver {
+    pub(crate) fn new(conn: Arc<ConnHandle>, id: RTCRtpTransceiverId, kind: RtpCodecKind) -> Self {
+        Self { conn, id, kind }
+    }
+
+    /// Audio or video.
+    pub fn kind(&self) -> RtpCodecKind {
+        self.kind
+    }
+
+    /// Sets the codecs this transceiver offers and accepts, most preferred first (W3C
+    /// `setCodecPreferences`), before the next negotiation: the media section lists exactly
+    /// these (with their retransmission formats), in this order, and the remote peer is asked
+    /// to use the first one it supports. Codecs match by MIME type (format parameters, if
+    /// given, pick among several of one type). An empty list restores the media engine's
+    /// codecs.
+    ///
+    /// A sender on this transceiver sends with the first codec the negotiation keeps (see
+    /// [`RtpSender::send_codec`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnsupportedCodec`] for a codec the media engine does not have for this kind
+    /// of media (nothing changes then), [`Error::TransceiverStopped`] if the transceiver is
+    /// stopped, [`Error::Closed`] if the connection is closed (or the transceiver is inactive).
+    pub async fn set_codec_preferences(
+        &self,
+        codecs: impl IntoIterator<Item = RTCRtpCodec>,
+    ) -> Result<()> {
+        let codecs: Vec<RTCRtpCodec> = codecs.into_iter().collect();
+        self.conn
+            .request(|reply| Command::SetCodecPreferences {
+                transceiver: self.id,
+                kind: self.kind,
+                codecs,
+                reply,
+            })
+            .await
+    }
+
+    /// Stops the transceiver for good (W3C `RTCRtpTransceiver.stop()`): its sender's writes
+    /// fail with [`Error::TransceiverStopped`], its remote tracks end at once, and
+    /// [`negotiation_needed`](crate::PeerConnection::negotiation_needed) fires. The next
+    /// negotiation rejects its media section (port 0), which ends the remote peer's track and
+    /// stops its side of the transceiver. Stopping a stopped transceiver does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the connection is closed.
+    pub async fn stop(&self) -> Result<()> {
+        self.conn
+            .request(|reply| Command::StopTransceiver {
+                transceiver: self.id,
+                reply,
+            })
+            .await
+    }
+}
+
+impl fmt::Debug for Transceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transceiver")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -412,6 +653,16 @@ impl RemoteTrack {
     /// that crossed the original, a duplicate on the path).
     pub fn duplicates(&self) -> u64 {
         self.shared.duplicates()
+    }
+
+    /// The transceiver this track is received on. [Stopping](Transceiver::stop) it ends the
+    /// track (and stops sending on that transceiver, if it also sends).
+    pub fn transceiver(&self) -> Transceiver {
+        Transceiver {
+            conn: self.conn.clone(),
+            id: RTCRtpTransceiverId::from(self.shared.receiver_id),
+            kind: self.shared.kind,
+        }
     }
 
     /// Asks the sender for a key frame (RTCP picture loss indication).

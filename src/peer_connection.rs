@@ -33,12 +33,13 @@ use crate::{
     driver::{Driver, DriverConfig, Socket, media::DeliverRtcp},
     error::{CoreError, Error, Result},
     event::{self, PeerConnectionEvent},
-    media::{LocalTrack, RemoteTrack, RtpCodecKind, RtpSender},
+    media::{LocalTrack, RemoteTrack, RtpCodecKind, RtpSender, Transceiver},
     runtime::{Runtime, default_runtime},
     shared::{
         ConnHandle, Shared, channel::ReceiveBudget, command::Command, counters::FilterStats,
         hub::Hub,
     },
+    stats::StatsStream,
     stream::{DEFAULT_EVENT_CAPACITY, EventStream},
     sync::lock,
 };
@@ -281,10 +282,14 @@ impl PeerConnection {
     /// # Ok(()) }
     /// ```
     ///
+    /// For a simulcast track ([`LocalTrack::with_simulcast`]) the returned handle writes the
+    /// first encoding; [`RtpSender::layer`] gives the others.
+    ///
     /// # Errors
     ///
-    /// [`Error::InvalidOperation`] if the core refuses the track, [`Error::Closed`] on a closed
-    /// connection.
+    /// [`Error::InvalidOperation`] if the core refuses the track, or for simulcast RIDs that
+    /// are not valid (fewer than two, repeated, empty, longer than 16 bytes, other characters
+    /// than letters, digits, `-` and `_`); [`Error::Closed`] on a closed connection.
     pub async fn add_track(&self, track: LocalTrack) -> Result<RtpSender> {
         let shared = self
             .inner
@@ -296,17 +301,20 @@ impl PeerConnection {
         Ok(RtpSender {
             conn: self.inner.clone(),
             shared,
+            layer: 0,
         })
     }
 
     /// Adds a transceiver of `kind` without a track, in `direction`: typically
     /// [`Recvonly`](RTCRtpTransceiverDirection::Recvonly), to receive a track of that kind
-    /// when this side makes the offer but sends nothing. Negotiate afterwards.
+    /// when this side makes the offer but sends nothing. Negotiate afterwards. The returned
+    /// [`Transceiver`] sets codec preferences and stops it.
     ///
     /// ```no_run
     /// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
     /// use webrtc_streams::{media::RtpCodecKind, rtc::rtp_transceiver::RTCRtpTransceiverDirection};
-    /// pc.add_transceiver(RtpCodecKind::Video, RTCRtpTransceiverDirection::Recvonly)
+    /// let video = pc
+    ///     .add_transceiver(RtpCodecKind::Video, RTCRtpTransceiverDirection::Recvonly)
     ///     .await?;
     /// # Ok(()) }
     /// ```
@@ -319,14 +327,16 @@ impl PeerConnection {
         &self,
         kind: RtpCodecKind,
         direction: RTCRtpTransceiverDirection,
-    ) -> Result<()> {
-        self.inner
+    ) -> Result<Transceiver> {
+        let id = self
+            .inner
             .request(|reply| Command::AddTransceiver {
                 kind,
                 direction,
                 reply,
             })
-            .await
+            .await?;
+        Ok(Transceiver::new(self.inner.clone(), id, kind))
     }
 
     /// Stops sending `sender`'s track. Its writes fail from now on; renegotiate
@@ -361,6 +371,32 @@ impl PeerConnection {
     /// [`Error::Closed`] on a closed connection.
     pub async fn stats(&self) -> Result<RTCStatsReport> {
         self.inner.request(|reply| Command::Stats { reply }).await
+    }
+
+    /// A statistics report every `interval` (the first one `interval` from now), until the
+    /// connection closes: for dashboards. Timed by the connection's runtime (so by the virtual
+    /// clock on a simulated runtime).
+    ///
+    /// The stream does no work while nobody polls it and none once dropped; ticks missed
+    /// while it was not read are skipped, not delivered in a burst. It does not keep the
+    /// connection alive. An `interval` below 1 ms counts as 1 ms.
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) {
+    /// use std::time::Duration;
+    /// use futures::StreamExt;
+    /// let mut reports = pc.stats_stream(Duration::from_secs(2));
+    /// while let Some(report) = reports.next().await {
+    ///     let sent: u64 = report
+    ///         .outbound_rtp_streams()
+    ///         .map(|s| s.sent_rtp_stream_stats.packets_sent)
+    ///         .sum();
+    ///     println!("{sent} RTP packets sent so far");
+    /// }
+    /// # }
+    /// ```
+    pub fn stats_stream(&self, interval: std::time::Duration) -> StatsStream {
+        StatsStream::new(&self.inner, self.connection_states(), interval)
     }
 
     /// Data channels opened by the remote peer.
@@ -753,6 +789,7 @@ impl PeerConnectionBuilder {
             cmd: cmd_tx,
             shared: shared.clone(),
             local_addrs,
+            runtime: Some(runtime.clone()),
         });
         // Subscribed before the driver runs: the handler misses nothing.
         let bridge = self.bridge.map(|start| {

@@ -167,6 +167,7 @@ impl Driver {
                 let r = self
                     .core
                     .create_offer(options.map(|o| *o))
+                    .map(|d| self.media.created(&mut self.core, d))
                     .map(|d| self.ice.created(d, None))
                     .map_err(invalid_op);
                 let _ = reply.send(r);
@@ -175,13 +176,14 @@ impl Driver {
                 let r = self
                     .core
                     .create_answer(options.map(|o| *o))
+                    .map(|d| self.media.created(&mut self.core, d))
                     .map(|d| self.ice.created(d, self.core.remote_description()))
                     .map_err(invalid_op);
                 let _ = reply.send(r);
             }
             Command::SetLocalDescription { desc, reply } => {
                 // The core wants back exactly what it created, not the fixed version.
-                let desc = self.ice.as_created(*desc);
+                let desc = self.media.as_created(self.ice.as_created(*desc));
                 let r = self
                     .core
                     .set_local_description(now, desc)
@@ -218,6 +220,8 @@ impl Driver {
                         self.io.ingress.set_remote(creds);
                     }
                     self.io.ingress.set_media(MediaGate::from_sdp(&remote.sdp));
+                    let sdp = remote.sdp.clone();
+                    self.media.remote_rejections(&mut self.core, &sdp);
                 }
                 if ok {
                     self.ice.remote_description_set(&mut self.core);
@@ -230,11 +234,12 @@ impl Driver {
                 let _ = reply.send(r);
             }
             Command::LocalDescription { reply } => {
-                let remote = self.core.remote_description();
                 let desc = self
                     .core
                     .local_description()
-                    .map(|d| ice::fixed_description(d, remote));
+                    .map(|d| self.media.rejecting_stopped(&mut self.core, d));
+                let remote = self.core.remote_description();
+                let desc = desc.map(|d| ice::fixed_description(d, remote));
                 let _ = reply.send(Ok(desc));
             }
             Command::RemoteDescription { reply } => {
@@ -280,6 +285,21 @@ impl Driver {
                 reply,
             } => {
                 let r = self.media.replace_track(&mut self.core, sender, *track);
+                let _ = reply.send(r);
+            }
+            Command::SetCodecPreferences {
+                transceiver,
+                kind,
+                codecs,
+                reply,
+            } => {
+                let r = self
+                    .media
+                    .set_codec_preferences(&mut self.core, transceiver, kind, codecs);
+                let _ = reply.send(r);
+            }
+            Command::StopTransceiver { transceiver, reply } => {
+                let r = self.media.stop(&mut self.core, transceiver);
                 let _ = reply.send(r);
             }
             Command::SetDirection {

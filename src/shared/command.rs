@@ -13,7 +13,7 @@ use rtc::{
     },
     rtp,
     rtp_transceiver::{
-        RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection,
+        RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverId,
         rtp_sender::{RTCRtpCodec, RtpCodecKind},
     },
     statistics::report::RTCStatsReport,
@@ -91,6 +91,16 @@ pub(crate) enum Command {
     AddTransceiver {
         kind: RtpCodecKind,
         direction: RTCRtpTransceiverDirection,
+        reply: Reply<RTCRtpTransceiverId>,
+    },
+    SetCodecPreferences {
+        transceiver: RTCRtpTransceiverId,
+        kind: RtpCodecKind,
+        codecs: Vec<RTCRtpCodec>,
+        reply: Reply<()>,
+    },
+    StopTransceiver {
+        transceiver: RTCRtpTransceiverId,
         reply: Reply<()>,
     },
     ReplaceTrack {
@@ -112,6 +122,8 @@ pub(crate) struct TrackSpec {
     pub(crate) track_id: String,
     pub(crate) stream_id: String,
     pub(crate) codec: RTCRtpCodec,
+    /// The RIDs of a simulcast track's encodings; empty for one encoding.
+    pub(crate) rids: Vec<String>,
 }
 
 /// A message on its way to the core.

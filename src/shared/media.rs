@@ -34,19 +34,47 @@ const NO_PAYLOAD_TYPE: u16 = u16::MAX;
 /// share.
 pub(crate) struct SenderShared {
     pub(crate) id: RTCRtpSenderId,
-    pub(crate) ssrc: u32,
+    /// The encodings it sends: one, or one per RID of a simulcast track.
+    pub(crate) layers: Vec<Layer>,
     pub(crate) kind: RtpCodecKind,
     pub(crate) codec: RTCRtpCodec,
     pub(crate) track_id: String,
     /// The negotiated payload type, [`NO_PAYLOAD_TYPE`] until known.
     payload_type: AtomicU16,
+    /// The codec it sends with: the negotiated one matching the track's codec, or, where
+    /// codec preferences were set, the first negotiated one. `None` until negotiated.
+    send_codec: Mutex<Option<RTCRtpCodec>>,
     state: Mutex<SenderState>,
     /// Notified when the state changes.
     pub(crate) changed: Event,
-    /// Turns samples into packets; made on the first sample.
-    pub(crate) packetizer: Mutex<Option<Box<dyn Packetizer>>>,
     /// Received RTCP about this sender's stream (receiver reports, NACK, PLI, ...).
     pub(crate) rtcp: Queue<RtcpPackets>,
+}
+
+/// One encoding of a local track: its SSRC, its RID (empty unless simulcast), its packetizer.
+pub(crate) struct Layer {
+    pub(crate) rid: String,
+    pub(crate) ssrc: u32,
+    /// Turns samples into packets, for the payload type it was made for; made on the first
+    /// sample, and again when the payload type changes.
+    pub(crate) packetizer: Mutex<Option<(u8, Box<dyn Packetizer>)>>,
+}
+
+impl Layer {
+    pub(crate) fn new(rid: String, ssrc: u32) -> Self {
+        Self {
+            rid,
+            ssrc,
+            packetizer: Mutex::new(None),
+        }
+    }
+}
+
+impl SenderState {
+    /// A state the sender never leaves.
+    pub(crate) fn is_final(self) -> bool {
+        matches!(self, SenderState::Closed | SenderState::Stopped)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,26 +85,28 @@ pub(crate) enum SenderState {
     Ready,
     /// The connection or the sender is gone.
     Closed,
+    /// The sender's transceiver was stopped.
+    Stopped,
 }
 
 impl SenderShared {
     pub(crate) fn new(
         id: RTCRtpSenderId,
-        ssrc: u32,
+        layers: Vec<Layer>,
         kind: RtpCodecKind,
         codec: RTCRtpCodec,
         track_id: String,
     ) -> Self {
         Self {
             id,
-            ssrc,
+            layers,
             kind,
             codec,
             track_id,
             payload_type: AtomicU16::new(NO_PAYLOAD_TYPE),
+            send_codec: Mutex::new(None),
             state: Mutex::new(SenderState::Waiting),
             changed: Event::new(),
-            packetizer: Mutex::new(None),
             rtcp: Queue::new(DEFAULT_RTCP_CAPACITY),
         }
     }
@@ -85,14 +115,14 @@ impl SenderShared {
         *lock(&self.state)
     }
 
-    /// Moves to `state` (never out of `Closed`) and wakes whoever waits.
+    /// Moves to `state` (never out of `Closed` or `Stopped`) and wakes whoever waits.
     pub(crate) fn set_state(&self, state: SenderState) {
         let mut st = lock(&self.state);
-        if *st != SenderState::Closed {
+        if !st.is_final() {
             *st = state;
         }
         drop(st);
-        if state == SenderState::Closed {
+        if state.is_final() {
             self.rtcp.close();
         }
         self.changed.notify(usize::MAX);
@@ -102,8 +132,14 @@ impl SenderShared {
         u8::try_from(self.payload_type.load(Ordering::Acquire)).ok()
     }
 
-    pub(crate) fn set_payload_type(&self, pt: u8) {
+    /// The codec it sends with, once negotiated, and its payload type.
+    pub(crate) fn set_send_codec(&self, codec: RTCRtpCodec, pt: u8) {
+        *lock(&self.send_codec) = Some(codec);
         self.payload_type.store(u16::from(pt), Ordering::Release);
+    }
+
+    pub(crate) fn send_codec(&self) -> Option<RTCRtpCodec> {
+        lock(&self.send_codec).clone()
     }
 }
 
@@ -112,7 +148,10 @@ impl fmt::Debug for SenderShared {
         f.debug_struct("RtpSender")
             .field("track_id", &self.track_id)
             .field("kind", &self.kind)
-            .field("ssrc", &self.ssrc)
+            .field(
+                "ssrcs",
+                &self.layers.iter().map(|l| l.ssrc).collect::<Vec<_>>(),
+            )
             .field("state", &self.state())
             .finish_non_exhaustive()
     }

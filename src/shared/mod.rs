@@ -1,6 +1,7 @@
 //! The small types the driver and the handles share: commands, the connection's shared state,
 //! the event hub, per-channel state and counters. Everything above imports these; they import
-//! nothing of the crate but the multicast primitive, the error type and the lock helper.
+//! nothing of the crate but the multicast primitive, the error type, the lock helper and the
+//! runtime seam (a handle keeps its connection's runtime, for timers on the handle side).
 
 pub(crate) mod channel;
 pub(crate) mod command;
@@ -21,7 +22,10 @@ use self::{
     counters::FilterCounters,
     hub::Hub,
 };
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    runtime::Runtime,
+};
 
 /// State shared by the driver and every handle.
 pub(crate) struct Shared {
@@ -39,6 +43,8 @@ pub(crate) struct ConnHandle {
     pub(crate) cmd: async_channel::Sender<Command>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) local_addrs: Vec<SocketAddr>,
+    /// The connection's runtime (`None` for a [detached](Self::detached) handle).
+    pub(crate) runtime: Option<Arc<dyn Runtime>>,
 }
 
 impl ConnHandle {
@@ -64,6 +70,7 @@ impl ConnHandle {
                 budget: Arc::new(ReceiveBudget::new(1)),
             }),
             local_addrs: Vec::new(),
+            runtime: None,
         })
     }
 }
