@@ -4,7 +4,7 @@ mod common;
 
 use std::{net::UdpSocket, time::Duration};
 
-use common::coturn::{Coturn, CoturnConfig, binding, unauthenticated_allocate};
+use common::coturn::{Coturn, CoturnConfig, binding, binding_tcp, unauthenticated_allocate};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -19,6 +19,16 @@ fn binding_request_gets_xor_mapped_address() {
         sock.local_addr().unwrap(),
         "on loopback nothing rewrites the source"
     );
+}
+
+#[test]
+fn the_tcp_listener_answers_stun_too() {
+    let turn = Coturn::start(CoturnConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(turn.turn_tcp_url().ends_with("?transport=tcp"));
+    let mut stream = std::net::TcpStream::connect(turn.addr).expect("connect");
+    let mapped = binding_tcp(&mut stream, WAIT)
+        .unwrap_or_else(|e| panic!("binding over TCP: {e}\n{}", turn.diagnostics()));
+    assert_eq!(mapped, stream.local_addr().unwrap());
 }
 
 #[test]

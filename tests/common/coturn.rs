@@ -478,6 +478,34 @@ pub fn binding(sock: &UdpSocket, server: SocketAddr, timeout: Duration) -> io::R
     Ok(SocketAddr::new(xor.ip, xor.port))
 }
 
+/// A STUN Binding request over TCP (STUN messages carry their own length, RFC 5389 section
+/// 7.2.2): the XOR-MAPPED-ADDRESS the server saw for `stream`.
+pub fn binding_tcp(stream: &mut TcpStream, timeout: Duration) -> io::Result<SocketAddr> {
+    use std::io::{Read, Write};
+    let mut m = Message::new();
+    let tid = TransactionId::new();
+    m.build(&[Box::new(tid), Box::new(BINDING_REQUEST)])
+        .map_err(io::Error::other)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(&m.raw)?;
+    let mut header = [0u8; 20];
+    stream.read_exact(&mut header)?;
+    let len = u16::from_be_bytes([header[2], header[3]]) as usize;
+    let mut raw = header.to_vec();
+    raw.resize(20 + len, 0);
+    stream.read_exact(&mut raw[20..])?;
+    let mut resp = Message::new();
+    resp.unmarshal_binary(&raw).map_err(io::Error::other)?;
+    if resp.transaction_id != tid
+        || resp.typ != MessageType::new(METHOD_BINDING, CLASS_SUCCESS_RESPONSE)
+    {
+        return Err(io::Error::other(format!("unexpected answer {}", resp.typ)));
+    }
+    let mut xor = XorMappedAddress::default();
+    xor.get_from(&resp).map_err(io::Error::other)?;
+    Ok(SocketAddr::new(xor.ip, xor.port))
+}
+
 /// The answer to a TURN Allocate (REQUESTED-TRANSPORT UDP) without credentials:
 /// `(error code, realm, has nonce)`.
 pub fn unauthenticated_allocate(
