@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests: loopback peers and signaling.
 #![allow(dead_code)]
 
+pub mod coturn;
+pub mod netns;
+
 use std::{future::Future, time::Duration};
 
 use bytes::Bytes;
