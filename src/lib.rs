@@ -136,7 +136,7 @@ pub mod stream;
 mod sync;
 
 pub use data_channel::{DataChannel, DataChannelEvent, DataChannelMessage, MessageStream};
-pub use error::{Error, Result};
+pub use error::{Error, IceServerError, Result};
 pub use event::PeerConnectionEvent;
 pub use peer_connection::{PeerConnection, PeerConnectionBuilder};
 pub use rtc;
