@@ -35,7 +35,7 @@ use crate::{
     driver::{
         Driver, DriverConfig, Socket,
         media::DeliverRtcp,
-        nat::{self, DEFAULT_SERVER_TIMEOUT},
+        nat::{self, DEFAULT_SERVER_TIMEOUT, NatConfig},
     },
     error::{CoreError, Error, Result},
     event::{self, PeerConnectionEvent},
@@ -761,6 +761,8 @@ impl PeerConnectionBuilder {
     pub async fn build(self) -> Result<PeerConnection> {
         let ice_servers = nat::ice_servers(self.configuration.ice_servers())?;
         let relay_only = self.configuration.ice_transport_policy() == RTCIceTransportPolicy::Relay;
+        // Stored by the core but read only here: the TURN client runs in the driver.
+        let refresh_cap = self.setting_engine.turn_allocation_refresh_interval_cap();
         let runtime = match self.runtime {
             Some(rt) => rt,
             None => default_runtime()?,
@@ -829,9 +831,12 @@ impl PeerConnectionBuilder {
             DriverConfig {
                 event_capacity: self.event_capacity,
                 high_water_mark: self.high_water_mark,
-                ice_servers,
-                server_timeout: self.ice_server_timeout,
-                relay_only,
+                nat: NatConfig {
+                    servers: ice_servers,
+                    timeout: self.ice_server_timeout,
+                    relay_only,
+                    refresh_cap,
+                },
             },
         );
         let inner = Arc::new(ConnHandle {

@@ -73,12 +73,8 @@ const MIN_IMMEDIATE_TIMEOUT_INTERVAL: Duration = Duration::from_millis(1);
 pub(crate) struct DriverConfig {
     pub(crate) event_capacity: usize,
     pub(crate) high_water_mark: usize,
-    /// The checked STUN and TURN servers.
-    pub(crate) ice_servers: Vec<nat::IceServer>,
-    /// How long gathering waits for a server.
-    pub(crate) server_timeout: Duration,
-    /// `ice_transport_policy: Relay`: relayed candidates only.
-    pub(crate) relay_only: bool,
+    /// STUN and TURN servers, and how to use them.
+    pub(crate) nat: nat::NatConfig,
 }
 
 /// The driver future. Completes when the connection is closed.
@@ -119,13 +115,7 @@ impl Driver {
     ) -> Self {
         let timer = runtime.new_timer(runtime.now() + Duration::from_secs(3600));
         let media = Media::new(shared.clone(), crypto.clone());
-        let nat = Nat::new(
-            config.ice_servers,
-            config.server_timeout,
-            runtime.uses_os_network(),
-            config.relay_only,
-            crypto.clone(),
-        );
+        let nat = Nat::new(config.nat, runtime.uses_os_network(), crypto.clone());
         let ingress = Ingress::new(crypto, shared.filter.clone());
         let channels = Channels::new(
             shared.clone(),

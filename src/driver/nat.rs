@@ -146,6 +146,18 @@ pub(super) enum NatEvent {
     Error(RTCPeerConnectionIceErrorEvent),
 }
 
+/// What the application configured for gathering through servers.
+pub(crate) struct NatConfig {
+    /// The checked STUN and TURN servers.
+    pub(crate) servers: Vec<IceServer>,
+    /// How long gathering waits for a server.
+    pub(crate) timeout: Duration,
+    /// `ice_transport_policy: Relay`: relayed candidates only.
+    pub(crate) relay_only: bool,
+    /// `SettingEngine::turn_allocation_refresh_interval_cap`.
+    pub(crate) refresh_cap: Option<Duration>,
+}
+
 /// The STUN and TURN jobs of one connection.
 pub(super) struct Nat {
     servers: Vec<IceServer>,
@@ -155,6 +167,8 @@ pub(super) struct Nat {
     crypto: Option<Arc<dyn RTCCryptoProvider>>,
     /// Only relayed candidates (`ice_transport_policy: Relay`).
     relay_only: bool,
+    /// Upper bound of the interval between allocation refreshes (the setting engine's).
+    refresh_cap: Option<Duration>,
     jobs: Vec<Job>,
     /// Host names being resolved, with the local socket each one is for.
     lookups: Vec<Lookup>,
@@ -201,18 +215,17 @@ struct Lookup {
 
 impl Nat {
     pub(super) fn new(
-        servers: Vec<IceServer>,
-        timeout: Duration,
+        config: NatConfig,
         resolve_names: bool,
-        relay_only: bool,
         crypto: Option<Arc<dyn RTCCryptoProvider>>,
     ) -> Self {
         Self {
-            servers,
-            timeout,
+            servers: config.servers,
+            timeout: config.timeout,
             resolve_names,
             crypto,
-            relay_only,
+            relay_only: config.relay_only,
+            refresh_cap: config.refresh_cap,
             jobs: Vec::new(),
             lookups: Vec::new(),
             outbox: VecDeque::new(),
@@ -475,6 +488,7 @@ impl Nat {
             transport_protocol: TransportProtocol::UDP,
             username: s.username.clone(),
             password: s.credential.clone(),
+            allocation_refresh_interval_cap: self.refresh_cap,
             ..Default::default()
         };
         let mut client = match Client::new(config, crypto) {
