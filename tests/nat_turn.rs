@@ -249,3 +249,25 @@ async fn wrong_turn_password_reports_401_and_host_candidates_still_connect() {
     assert_eq!(selected_local(&b).await, RTCIceCandidateType::Host);
     transfer(&dc_a, &dc_b, 50, 500).await;
 }
+
+/// A STUN and a TURN URL of the same server share each socket and the server's address: the
+/// STUN answer goes to the STUN job (by transaction id) even when the TURN allocation, made
+/// first, is already in place. Gathering yields host and relay candidates (the
+/// server-reflexive one equals the host address on loopback and is dropped as redundant)
+/// and no server error.
+#[tokio::test]
+async fn stun_and_turn_on_one_server_share_the_socket() {
+    init_log();
+    let turn = Coturn::start(CoturnConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+    let servers = vec![turn.ice_server(&[turn.turn_udp_url(), turn.stun_url()])];
+    let a = peer(servers, RTCIceTransportPolicy::All).await;
+    let b = peer(Vec::new(), RTCIceTransportPolicy::All).await;
+    let mut errors = a.ice_candidate_errors();
+    let (dc_a, dc_b, ca, _) = connect(&a, &b).await;
+    assert!(ca.iter().any(|c| typ(c) == "host"), "{ca:?}");
+    assert!(ca.iter().any(|c| typ(c) == "relay"), "{ca:?}");
+    transfer(&dc_a, &dc_b, 20, 1000).await;
+    a.close().await.expect("close");
+    let error = errors.next().await;
+    assert!(error.is_none(), "{error:?}\n{}", turn.diagnostics());
+}

@@ -681,21 +681,20 @@ impl Nat {
 }
 
 impl Job {
-    /// Whether a datagram from this job's server is for it: anything on an allocation (data
-    /// from peers, refresh answers), and while waiting, a STUN response to a request in
-    /// flight.
+    /// Whether a datagram from this job's server is for it: a STUN response only if it
+    /// answers a request of this job still in flight (a STUN and a TURN job may share a
+    /// server and a socket); anything else (ChannelData, Data indications) only on an
+    /// allocation.
     fn owns(&self, datagram: &[u8]) -> bool {
-        if matches!(self.state, JobState::Allocated(_)) {
-            return true;
-        }
         let mut msg = Message::new();
         msg.raw = datagram.to_vec();
-        if msg.decode().is_err() {
-            return false;
+        if msg.decode().is_ok() {
+            let class = msg.typ.class;
+            if class == CLASS_SUCCESS_RESPONSE || class == CLASS_ERROR_RESPONSE {
+                return self.client.has_transaction(&msg.transaction_id);
+            }
         }
-        let response =
-            msg.typ.class == CLASS_SUCCESS_RESPONSE || msg.typ.class == CLASS_ERROR_RESPONSE;
-        response && self.client.has_transaction(&msg.transaction_id)
+        matches!(self.state, JobState::Allocated(_))
     }
 }
 
