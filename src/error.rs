@@ -85,9 +85,32 @@ pub enum Error {
     /// No local address could be bound for ICE.
     #[error("no usable local address to bind")]
     NoLocalAddress,
+    /// An ICE server of the configuration cannot be used: see [`IceServerError`] for why.
+    #[error("invalid ICE server URL {url:?}: {reason}")]
+    InvalidIceServer {
+        /// The URL as configured.
+        url: String,
+        /// What is wrong with it.
+        reason: IceServerError,
+    },
     /// An I/O error, such as a failure to bind a UDP socket.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
+}
+
+/// Why an ICE server of the configuration was refused (see [`Error::InvalidIceServer`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IceServerError {
+    /// The URL does not parse as a STUN or TURN URL (RFC 7064 / RFC 7065).
+    #[error("malformed URL: {0}")]
+    Malformed(#[source] CoreError),
+    /// The scheme is not `stun:`, `turn:` or `turns:`.
+    #[error("unsupported scheme {0:?}")]
+    UnsupportedScheme(String),
+    /// A `turn:` or `turns:` URL without a username or a credential.
+    #[error("TURN server without username or credential")]
+    MissingCredentials,
 }
 
 /// `Result` with this crate's [`Error`].

@@ -3,6 +3,7 @@
 use std::sync::Weak;
 
 use rtc::peer_connection::{
+    event::RTCPeerConnectionIceErrorEvent,
     state::{
         RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
     },
@@ -28,6 +29,10 @@ pub enum PeerConnectionEvent {
     /// A local ICE candidate to send to the remote peer. `None` marks the end of candidates
     /// (gathering is complete).
     IceCandidate(Option<RTCIceCandidateInit>),
+    /// A STUN or TURN server of the configuration failed for one local socket: it did not
+    /// answer in time (`error_code` 701), refused the request (its STUN error code, e.g. 401
+    /// for wrong credentials), or cannot be used. Gathering goes on without it.
+    IceCandidateError(RTCPeerConnectionIceErrorEvent),
     /// The aggregate connection state changed.
     ConnectionStateChange(RTCPeerConnectionState),
     /// The signaling (offer/answer) state changed.
@@ -61,6 +66,13 @@ pub(crate) fn events(hub: &Hub, conn: Weak<ConnHandle>) -> EventStream<PeerConne
 pub(crate) fn ice_candidates(hub: &Hub) -> EventStream<Option<RTCIceCandidateInit>> {
     EventStream::new(None, hub.candidates.subscribe(), |raw| match raw {
         Raw::IceCandidate(c) => Some(c),
+        _ => None,
+    })
+}
+
+pub(crate) fn ice_candidate_errors(hub: &Hub) -> EventStream<RTCPeerConnectionIceErrorEvent> {
+    EventStream::new(None, hub.candidate_errors.subscribe(), |raw| match raw {
+        Raw::IceCandidateError(e) => Some(e),
         _ => None,
     })
 }
@@ -139,6 +151,7 @@ pub(crate) fn negotiation_needed(hub: &Hub) -> EventStream<()> {
 fn to_event(raw: Raw, conn: &Weak<ConnHandle>) -> Option<PeerConnectionEvent> {
     Some(match raw {
         Raw::IceCandidate(c) => PeerConnectionEvent::IceCandidate(c),
+        Raw::IceCandidateError(e) => PeerConnectionEvent::IceCandidateError(e),
         Raw::Connection(s) => PeerConnectionEvent::ConnectionStateChange(s),
         Raw::Signaling(s) => PeerConnectionEvent::SignalingStateChange(s),
         Raw::IceConnection(s) => PeerConnectionEvent::IceConnectionStateChange(s),

@@ -19,6 +19,7 @@ use futures::{
 };
 use log::trace;
 use rtc::peer_connection::{
+    event::RTCPeerConnectionIceErrorEvent,
     state::{
         RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
     },
@@ -187,6 +188,16 @@ pub trait PeerConnectionEventHandler: Send + 'static {
         candidate: Option<RTCIceCandidateInit>,
     ) -> impl Future<Output = ()> + Send {
         let _ = candidate;
+        async {}
+    }
+
+    /// A STUN or TURN server failed for one local socket (see
+    /// [`PeerConnectionEvent::IceCandidateError`]); gathering goes on without it.
+    fn on_ice_candidate_error(
+        &mut self,
+        error: RTCPeerConnectionIceErrorEvent,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = error;
         async {}
     }
 
@@ -382,6 +393,9 @@ async fn run<H: PeerConnectionEventHandler>(mut handler: H, inputs: BridgeInputs
         match item {
             Item::Event(ev) => match ev {
                 PeerConnectionEvent::IceCandidate(c) => handler.on_ice_candidate(c).await,
+                PeerConnectionEvent::IceCandidateError(e) => {
+                    handler.on_ice_candidate_error(e).await
+                }
                 PeerConnectionEvent::ConnectionStateChange(s) => {
                     handler.on_connection_state_change(s).await
                 }

@@ -6,17 +6,19 @@ use std::{
     net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::{Arc, Mutex, Weak},
+    time::Duration,
 };
 
 use futures::{Stream, StreamExt, task::AtomicWaker};
 use rtc::peer_connection::{
     RTCPeerConnectionBuilder,
     configuration::{
-        RTCAnswerOptions, RTCConfiguration, RTCOfferOptions,
+        RTCAnswerOptions, RTCConfiguration, RTCIceTransportPolicy, RTCOfferOptions,
         interceptor_registry::{Registry, register_default_interceptors},
         media_engine::MediaEngine,
         setting_engine::SettingEngine,
     },
+    event::RTCPeerConnectionIceErrorEvent,
     sdp::RTCSessionDescription,
     state::{
         RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
@@ -30,7 +32,11 @@ use crate::{
         ChannelRef, ChannelWatch, DEFAULT_HIGH_WATER_MARK, DEFAULT_RECEIVE_BUDGET, DataChannel,
         RTCDataChannelInit,
     },
-    driver::{Driver, DriverConfig, Socket, media::DeliverRtcp},
+    driver::{
+        Driver, DriverConfig, Socket,
+        media::DeliverRtcp,
+        nat::{self, DEFAULT_SERVER_TIMEOUT, NatConfig},
+    },
     error::{CoreError, Error, Result},
     event::{self, PeerConnectionEvent},
     media::{LocalTrack, RemoteTrack, RtpCodecKind, RtpSender, Transceiver},
@@ -235,8 +241,30 @@ impl PeerConnection {
     }
 
     /// Local ICE candidates to signal to the remote peer; `None` marks the end of candidates.
+    ///
+    /// Host candidates come first; server-reflexive (STUN) and relayed (TURN) candidates
+    /// follow as the configured servers answer. The end of candidates comes once every server
+    /// has answered or timed out ([`PeerConnectionBuilder::ice_server_timeout`]).
     pub fn ice_candidates(&self) -> EventStream<Option<RTCIceCandidateInit>> {
         event::ice_candidates(&lock(&self.inner.shared.hub))
+    }
+
+    /// Failures of the configured STUN and TURN servers, one per server and local socket:
+    /// no answer in time (`error_code` 701), a refusal (the server's STUN error code, such as
+    /// 401 for wrong TURN credentials), or a server that cannot be used. Also delivered in
+    /// [`events`](Self::events) as [`PeerConnectionEvent::IceCandidateError`].
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) {
+    /// use futures::StreamExt;
+    /// let mut errors = pc.ice_candidate_errors();
+    /// while let Some(e) = errors.next().await {
+    ///     eprintln!("{}: {} {}", e.url, e.error_code, e.error_text);
+    /// }
+    /// # }
+    /// ```
+    pub fn ice_candidate_errors(&self) -> EventStream<RTCPeerConnectionIceErrorEvent> {
+        event::ice_candidate_errors(&lock(&self.inner.shared.hub))
     }
 
     /// The connection state: the current one first, then every change.
@@ -571,6 +599,7 @@ pub struct PeerConnectionBuilder {
     event_capacity: usize,
     high_water_mark: usize,
     receive_budget: usize,
+    ice_server_timeout: Duration,
     bridge: Option<Starter>,
 }
 
@@ -588,6 +617,7 @@ impl Default for PeerConnectionBuilder {
             event_capacity: DEFAULT_EVENT_CAPACITY,
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
             receive_budget: DEFAULT_RECEIVE_BUDGET,
+            ice_server_timeout: DEFAULT_SERVER_TIMEOUT,
             bridge: None,
         }
     }
@@ -606,6 +636,35 @@ impl fmt::Debug for PeerConnectionBuilder {
 
 impl PeerConnectionBuilder {
     /// The W3C configuration (ICE servers, policies, certificates).
+    ///
+    /// Every `stun:` server yields a server-reflexive candidate per local socket, every
+    /// `turn:` server (over UDP) a relayed candidate; with
+    /// `ice_transport_policy: Relay` only relayed candidates are gathered. `turn:` over TCP
+    /// and `turns:` are accepted but not supported yet: each reports an
+    /// [`IceCandidateError`](crate::PeerConnectionEvent::IceCandidateError) at gathering.
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// use webrtc_streams::{
+    ///     PeerConnection,
+    ///     rtc::peer_connection::{configuration::RTCConfigurationBuilder, transport::RTCIceServer},
+    /// };
+    /// let config = RTCConfigurationBuilder::new()
+    ///     .with_ice_servers(vec![
+    ///         RTCIceServer {
+    ///             urls: vec!["stun:stun.example.org:3478".to_owned()],
+    ///             ..Default::default()
+    ///         },
+    ///         RTCIceServer {
+    ///             urls: vec!["turn:turn.example.org:3478?transport=udp".to_owned()],
+    ///             username: "user".to_owned(),
+    ///             credential: "secret".to_owned(),
+    ///         },
+    ///     ])
+    ///     .build();
+    /// let pc = PeerConnection::builder().configuration(config).build().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn configuration(mut self, configuration: RTCConfiguration) -> Self {
         self.configuration = configuration;
         self
@@ -699,6 +758,26 @@ impl PeerConnectionBuilder {
         self
     }
 
+    /// How long ICE gathering waits for a STUN or TURN server that does not answer (default
+    /// 5 s). Its requests are retransmitted on the RFC 8489 schedule (500 ms, doubling) until
+    /// then; afterwards the server is reported as an
+    /// [`IceCandidateError`](crate::PeerConnectionEvent::IceCandidateError) with code 701 and
+    /// gathering completes without it.
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// use std::time::Duration;
+    /// let pc = webrtc_streams::PeerConnection::builder()
+    ///     .ice_server_timeout(Duration::from_secs(2))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn ice_server_timeout(mut self, timeout: Duration) -> Self {
+        self.ice_server_timeout = timeout;
+        self
+    }
+
     /// Sets the hook that starts a handler bridge for the built connection
     /// (see [`handler`](Self::handler)).
     pub(crate) fn set_bridge(mut self, start: Starter) -> Self {
@@ -711,10 +790,15 @@ impl PeerConnectionBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::NoRuntime`] without a usable runtime, [`Error::Io`] if a socket cannot be
-    /// bound, [`Error::NoLocalAddress`] if nothing could be bound, and
-    /// [`Error::InvalidOperation`] for a configuration the core rejects.
+    /// [`Error::InvalidIceServer`] for a malformed ICE server URL, an unsupported scheme or
+    /// a TURN server without credentials, [`Error::NoRuntime`] without a usable runtime,
+    /// [`Error::Io`] if a socket cannot be bound, [`Error::NoLocalAddress`] if nothing could
+    /// be bound, and [`Error::InvalidOperation`] for a configuration the core rejects.
     pub async fn build(self) -> Result<PeerConnection> {
+        let ice_servers = nat::ice_servers(self.configuration.ice_servers())?;
+        let relay_only = self.configuration.ice_transport_policy() == RTCIceTransportPolicy::Relay;
+        // Stored by the core but read only here: the TURN client runs in the driver.
+        let refresh_cap = self.setting_engine.turn_allocation_refresh_interval_cap();
         let runtime = match self.runtime {
             Some(rt) => rt,
             None => default_runtime()?,
@@ -783,6 +867,12 @@ impl PeerConnectionBuilder {
             DriverConfig {
                 event_capacity: self.event_capacity,
                 high_water_mark: self.high_water_mark,
+                nat: NatConfig {
+                    servers: ice_servers,
+                    timeout: self.ice_server_timeout,
+                    relay_only,
+                    refresh_cap,
+                },
             },
         );
         let inner = Arc::new(ConnHandle {

@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 pub(super) struct Ice {
     early_candidates: Vec<RTCIceCandidateInit>,
     gathered: bool,
+    /// Gathering started and the end of candidates is still to be added.
+    end_pending: bool,
     /// The last offer or answer the core created, and the fixed text handed out for it.
     created: Option<(String, RTCSessionDescription)>,
 }
@@ -76,10 +78,11 @@ impl Ice {
         !self.gathered
     }
 
-    /// Adds one host candidate per socket address, then the end of candidates (the core then
-    /// reports gathering `Complete`).
+    /// Adds one host candidate per socket address. The end of candidates follows with
+    /// [`end_of_candidates`](Self::end_of_candidates), once the servers have answered.
     pub(super) fn gather(&mut self, core: &mut RTCPeerConnection, addrs: &[SocketAddr]) {
         self.gathered = true;
+        self.end_pending = true;
         for addr in addrs {
             let host = CandidateHostConfig {
                 base_config: CandidateConfig {
@@ -97,6 +100,21 @@ impl Ice {
             if let Err(e) = host {
                 warn!("host candidate {addr} not added: {e}");
             }
+        }
+    }
+
+    /// Adds a candidate gathered through a STUN or TURN server.
+    pub(super) fn add_local(&mut self, core: &mut RTCPeerConnection, init: RTCIceCandidateInit) {
+        let candidate = init.candidate.clone();
+        if let Err(e) = core.add_local_candidate(init) {
+            warn!("candidate {candidate} not added: {e}");
+        }
+    }
+
+    /// Adds the end of candidates, once (the core then reports gathering `Complete`).
+    pub(super) fn end_of_candidates(&mut self, core: &mut RTCPeerConnection) {
+        if !std::mem::take(&mut self.end_pending) {
+            return;
         }
         if let Err(e) = core.add_local_candidate(RTCIceCandidateInit::default()) {
             warn!("end of candidates not accepted: {e}");

@@ -17,6 +17,7 @@ mod channels;
 mod ice;
 pub(crate) mod ingress;
 pub(crate) mod media;
+pub(crate) mod nat;
 mod sdp;
 mod sockets;
 
@@ -49,6 +50,7 @@ use self::{
     ice::Ice,
     ingress::{Credentials, Ingress, MediaGate},
     media::Media,
+    nat::{Nat, NatEvent},
     sockets::Io,
 };
 use crate::{
@@ -71,6 +73,8 @@ const MIN_IMMEDIATE_TIMEOUT_INTERVAL: Duration = Duration::from_millis(1);
 pub(crate) struct DriverConfig {
     pub(crate) event_capacity: usize,
     pub(crate) high_water_mark: usize,
+    /// STUN and TURN servers, and how to use them.
+    pub(crate) nat: nat::NatConfig,
 }
 
 /// The driver future. Completes when the connection is closed.
@@ -83,6 +87,8 @@ pub(crate) struct Driver {
     timer: Pin<Box<dyn AsyncTimer>>,
     timer_deadline: Option<Instant>,
     last_immediate_timeout: Option<Instant>,
+    /// When the STUN/TURN jobs last handled a timeout (spaced like the core's).
+    last_nat_timeout: Option<Instant>,
     /// Sockets, the inbound filter and batched sends.
     io: Io,
     /// Candidates.
@@ -109,6 +115,7 @@ impl Driver {
     ) -> Self {
         let timer = runtime.new_timer(runtime.now() + Duration::from_secs(3600));
         let media = Media::new(shared.clone(), crypto.clone());
+        let nat = Nat::new(config.nat, runtime.uses_os_network(), crypto.clone());
         let ingress = Ingress::new(crypto, shared.filter.clone());
         let channels = Channels::new(
             shared.clone(),
@@ -123,7 +130,8 @@ impl Driver {
             timer,
             timer_deadline: None,
             last_immediate_timeout: None,
-            io: Io::new(sockets, ingress),
+            last_nat_timeout: None,
+            io: Io::new(sockets, ingress, nat),
             ice: Ice::default(),
             channels,
             media,
@@ -203,7 +211,15 @@ impl Driver {
                 if r.is_ok() && self.ice.needs_gathering() {
                     self.drain_events(); // the signaling change comes before gathering
                     self.publish(Raw::IceGathering(RTCIceGatheringState::Gathering));
-                    self.ice.gather(&mut self.core, &self.io.addrs());
+                    let addrs = self.io.addrs();
+                    let host: &[_] = if self.io.nat.gathers_host() {
+                        &addrs
+                    } else {
+                        &[]
+                    };
+                    self.ice.gather(&mut self.core, host);
+                    self.io.nat.start(now, &addrs);
+                    self.drain_nat();
                 }
                 // Replied after gathering: the local description now holds the candidates.
                 let _ = reply.send(r);
@@ -216,6 +232,11 @@ impl Driver {
                 let ok = r.is_ok();
                 let _ = reply.send(r);
                 if ok && let Some(remote) = self.core.remote_description() {
+                    for line in remote.sdp.lines() {
+                        if let Some(addr) = line.strip_prefix("a=").and_then(nat::candidate_addr) {
+                            self.io.nat.add_peer(now, addr);
+                        }
+                    }
                     if let Some(creds) = Credentials::from_sdp(&remote.sdp) {
                         self.io.ingress.set_remote(creds);
                     }
@@ -230,6 +251,10 @@ impl Driver {
                 }
             }
             Command::AddIceCandidate { candidate, reply } => {
+                if let Some(addr) = nat::candidate_addr(&candidate.candidate) {
+                    // A relay forwards only what its permissions allow.
+                    self.io.nat.add_peer(now, addr);
+                }
                 let r = self.ice.add_remote(&mut self.core, *candidate);
                 let _ = reply.send(r);
             }
@@ -321,9 +346,27 @@ impl Driver {
         }
     }
 
+    /// Adds what the STUN and TURN jobs gathered, publishes their errors, and ends gathering
+    /// once every job has finished. Returns whether anything happened.
+    fn drain_nat(&mut self) -> bool {
+        let mut any = false;
+        while let Some(ev) = self.io.nat.poll_event() {
+            any = true;
+            match ev {
+                NatEvent::Candidate(init) => self.ice.add_local(&mut self.core, init),
+                NatEvent::Error(e) => self.publish(Raw::IceCandidateError(e)),
+            }
+        }
+        if self.io.nat.gathering_done() {
+            self.ice.end_of_candidates(&mut self.core);
+        }
+        any
+    }
+
     /// Drains core events, then received messages. Returns whether anything happened.
     fn drain_core(&mut self) -> bool {
-        let mut any = self.drain_events();
+        let mut any = self.drain_nat();
+        any |= self.drain_events();
         if self.kick_timeout {
             self.kick_timeout = false;
             let now = self.runtime.now();
@@ -401,6 +444,9 @@ impl Driver {
                         init.sdp_mid = Some(mid);
                         init.sdp_mline_index = Some(index);
                     }
+                    if let Some(addr) = nat::candidate_addr(&init.candidate) {
+                        init.url = self.io.nat.url_of(addr);
+                    }
                     self.publish(Raw::IceCandidate(Some(init)))
                 }
                 Err(e) => warn!("local candidate not serializable: {e}"),
@@ -443,6 +489,20 @@ impl Driver {
 
     /// Handles an expired deadline. Returns whether a timeout was handled.
     fn poll_deadline(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        let throttled = self
+            .last_nat_timeout
+            .is_some_and(|last| now < last + MIN_IMMEDIATE_TIMEOUT_INTERVAL);
+        if !throttled && self.io.nat.poll_timeout().is_some_and(|d| d <= now) {
+            self.last_nat_timeout = Some(now);
+            self.io.nat.handle_timeout(now);
+            any = true;
+        }
+        any | self.poll_core_deadline(now)
+    }
+
+    /// Handles an expired deadline of the core. Returns whether a timeout was handled.
+    fn poll_core_deadline(&mut self, now: Instant) -> bool {
         let Some(deadline) = self.core.poll_timeout() else {
             return false;
         };
@@ -467,7 +527,9 @@ impl Driver {
 
     /// Arms the timer for the core's next deadline. Returns true if it has already fired.
     fn arm_timer(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
-        let Some(mut deadline) = self.core.poll_timeout() else {
+        let core = self.core.poll_timeout();
+        let nat = self.io.nat.poll_timeout();
+        let Some(mut deadline) = core.into_iter().chain(nat).min() else {
             self.timer_deadline = None;
             return false;
         };
@@ -494,7 +556,8 @@ impl Driver {
         self.drain_events();
         // The close_notify and SCTP ABORT go out; the ports are released: `close()` returns
         // after this.
-        self.io.shutdown(cx, &mut self.core);
+        let now = self.runtime.now();
+        self.io.shutdown(cx, &mut self.core, now);
         let mut hub = lock(&self.shared.hub);
         hub.publish(Raw::Signaling(RTCSignalingState::Closed));
         hub.publish(Raw::IceConnection(RTCIceConnectionState::Closed));
@@ -526,6 +589,7 @@ impl Future for Driver {
             }
             progress |= this.io.poll_sockets(cx, &mut this.core, &*this.runtime);
             let now = this.runtime.now();
+            progress |= this.io.nat.poll_lookups(cx, now);
             progress |= this.poll_deadline(now);
             progress |= this.drain_core();
             progress |= this.io.drain_writes(cx, &mut this.core);

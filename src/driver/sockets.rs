@@ -1,5 +1,7 @@
-//! The connection's sockets, as the driver drives them: receiving (every datagram through the
-//! inbound filter), keeping early DTLS for replay, and batched sending.
+//! The connection's sockets, as the driver drives them: receiving (STUN/TURN server traffic to
+//! its [`Nat`] jobs, every other datagram through the inbound filter), keeping early DTLS for
+//! replay, and batched sending (through a TURN relay where the core sends from a relayed
+//! address).
 
 use std::{
     net::SocketAddr,
@@ -16,7 +18,7 @@ use rtc::{
     shared::{TaggedBytesMut, TransportContext, TransportProtocol},
 };
 
-use super::ingress::Ingress;
+use super::{ingress::Ingress, nat::Nat};
 use crate::runtime::{AsyncUdpSocket, Runtime};
 
 /// Datagrams read per socket per round.
@@ -29,6 +31,9 @@ const EARLY_MEDIA_MAX: usize = 256;
 const EARLY_MEDIA_MAX_BYTES: usize = 384 * 1024;
 /// Upper bound of one send batch (segmentation offload takes at most 64 KiB).
 const MAX_BATCH_BYTES: usize = 60 * 1024;
+/// Datagrams for STUN/TURN servers waiting for a socket; beyond this the newest are dropped
+/// (relayed traffic is as lossy as UDP).
+const MAX_SERVER_OUTBOX: usize = 1024;
 
 /// A bound socket and the exact address the core knows it by.
 pub(crate) struct Socket {
@@ -48,6 +53,8 @@ pub(super) struct Io {
     tx_next: Option<TaggedBytesMut>,
     /// What may reach the core from the network.
     pub(super) ingress: Ingress,
+    /// STUN bindings and TURN allocations on these sockets.
+    pub(super) nat: Nat,
     /// DTLS records that arrived before ICE selected a pair (the core drops those); replayed
     /// once ICE connects instead of waiting a second for the peer's retransmission. Only from
     /// sources the inbound filter authenticated, and bounded. `None` once ICE has connected.
@@ -69,7 +76,7 @@ struct TxBatch {
 }
 
 impl Io {
-    pub(super) fn new(sockets: Vec<Socket>, ingress: Ingress) -> Self {
+    pub(super) fn new(sockets: Vec<Socket>, ingress: Ingress, nat: Nat) -> Self {
         let recv_buffer = sockets
             .iter()
             .map(|s| s.sock.recv_buffer_size())
@@ -82,6 +89,7 @@ impl Io {
             tx_buf: Vec::new(),
             tx_next: None,
             ingress,
+            nat,
             early_dtls: Some(Vec::new()),
             early_dtls_bytes: 0,
             early_media: Some(Vec::new()),
@@ -122,16 +130,27 @@ impl Io {
         cx: &mut Context<'_>,
         core: &mut RTCPeerConnection,
     ) -> bool {
-        let mut any = false;
+        let mut any = self.drain_server_outbox(cx);
         loop {
             if self.tx_batch.is_none() {
                 let first = match self.tx_next.take() {
                     Some(tx) => tx,
                     None => match core.poll_write() {
                         Some(tx) => tx,
-                        None => return any,
+                        None => return any | self.drain_server_outbox(cx),
                     },
                 };
+                let local = first.transport.local_addr;
+                if self.nat.is_relayed(local) {
+                    let peer = first.transport.peer_addr;
+                    self.nat
+                        .send_relayed(first.now, local, peer, &first.message);
+                    any = true;
+                    if self.nat.outbox.len() >= DATAGRAMS_PER_ROUND {
+                        self.drain_server_outbox(cx);
+                    }
+                    continue;
+                }
                 let Some(socket) = self.socket_index(first.transport.local_addr) else {
                     debug!(
                         "no socket for {}: datagram dropped",
@@ -175,6 +194,7 @@ impl Io {
                 break;
             };
             let fits = next.transport.peer_addr == peer
+                && !self.nat.is_relayed(next.transport.local_addr)
                 && self.socket_index(next.transport.local_addr) == Some(socket)
                 && !next.message.is_empty()
                 && next.message.len() <= segment_size;
@@ -193,6 +213,38 @@ impl Io {
             peer,
             segment_size,
         });
+    }
+
+    /// Sends the datagrams of the STUN/TURN jobs (requests, relayed data). Returns whether
+    /// anything was sent.
+    fn drain_server_outbox(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut any = false;
+        if self.nat.outbox.len() > MAX_SERVER_OUTBOX {
+            debug!(
+                "server outbox full: {} datagrams dropped",
+                self.nat.outbox.len() - MAX_SERVER_OUTBOX
+            );
+            self.nat.outbox.truncate(MAX_SERVER_OUTBOX);
+        }
+        while let Some(tx) = self.nat.outbox.front() {
+            let Some(socket) = self.socket_index(tx.transport.local_addr) else {
+                self.nat.outbox.pop_front();
+                continue;
+            };
+            let sock = &self.sockets[socket].sock;
+            let len = tx.message.len().max(1);
+            match sock.poll_send_segments(cx, &tx.message, len, tx.transport.peer_addr) {
+                Poll::Ready(r) => {
+                    if let Err(e) = r {
+                        debug!("send to {} failed: {e}", tx.transport.peer_addr);
+                    }
+                    any = true;
+                    self.nat.outbox.pop_front();
+                }
+                Poll::Pending => break,
+            }
+        }
+        any
     }
 
     fn socket_index(&self, local: SocketAddr) -> Option<usize> {
@@ -268,6 +320,14 @@ impl Io {
             },
             message: BytesMut::from(datagram),
         };
+        if self.nat.claim(now, local, peer, datagram) {
+            // Data a relay received from peers enters as if the relayed address had received
+            // it, through the filter like any other datagram.
+            while let Some((relayed, from, data)) = self.nat.relayed_in.pop_front() {
+                self.handle_datagram(core, now, relayed, from, &data);
+            }
+            return;
+        }
         if !self.ingress.admit(peer, datagram) {
             return;
         }
@@ -294,12 +354,19 @@ impl Io {
         let _ = core.handle_read(packet());
     }
 
-    /// Sends the core's last datagrams (best effort: now or not at all) and releases the
-    /// ports.
-    pub(super) fn shutdown(&mut self, cx: &mut Context<'_>, core: &mut RTCPeerConnection) {
+    /// Sends the core's last datagrams and releases the TURN allocations (best effort: now or
+    /// not at all), then releases the ports.
+    pub(super) fn shutdown(
+        &mut self,
+        cx: &mut Context<'_>,
+        core: &mut RTCPeerConnection,
+        now: Instant,
+    ) {
         self.tx_batch = None;
         self.tx_next = None;
         self.drain_writes(cx, core);
+        self.nat.close(now);
+        self.drain_server_outbox(cx);
         self.sockets.clear();
     }
 }

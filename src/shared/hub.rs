@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use rtc::peer_connection::{
+    event::RTCPeerConnectionIceErrorEvent,
     state::{
         RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
     },
@@ -21,6 +22,7 @@ use crate::stream::Multicast;
 #[derive(Clone)]
 pub(crate) enum Raw {
     IceCandidate(Option<RTCIceCandidateInit>),
+    IceCandidateError(RTCPeerConnectionIceErrorEvent),
     Connection(RTCPeerConnectionState),
     Signaling(RTCSignalingState),
     IceConnection(RTCIceConnectionState),
@@ -46,6 +48,7 @@ pub(crate) struct Hub {
     pub(crate) states: States,
     pub(crate) all: Multicast<Raw>,
     pub(crate) candidates: Multicast<Raw>,
+    pub(crate) candidate_errors: Multicast<Raw>,
     pub(crate) connection: Multicast<Raw>,
     pub(crate) signaling: Multicast<Raw>,
     pub(crate) ice_connection: Multicast<Raw>,
@@ -69,6 +72,7 @@ impl Hub {
             },
             all: Multicast::new(capacity),
             candidates: Multicast::new(capacity),
+            candidate_errors: Multicast::new(capacity),
             connection: Multicast::new(capacity),
             signaling: Multicast::new(capacity),
             ice_connection: Multicast::new(capacity),
@@ -85,6 +89,7 @@ impl Hub {
         let s = &mut self.states;
         let typed = match &raw {
             Raw::IceCandidate(_) => &self.candidates,
+            Raw::IceCandidateError(_) => &self.candidate_errors,
             Raw::Connection(v) => {
                 if std::mem::replace(&mut s.connection, *v) == *v {
                     return;
@@ -122,6 +127,7 @@ impl Hub {
         for m in [
             &self.all,
             &self.candidates,
+            &self.candidate_errors,
             &self.connection,
             &self.signaling,
             &self.ice_connection,
