@@ -29,8 +29,10 @@ use crate::{
     shared::command::Payload,
 };
 
-/// The largest message a [`ByteWriter`] sends (less if the remote accepts less).
-const MAX_CHUNK: usize = 64 * 1024;
+/// The largest message a [`ByteWriter`] sends (less if the remote accepts less). Small
+/// enough for every browser, and it bounds what a receiver that stops reading holds: `rtc`
+/// keeps up to 256 received *messages* beyond SCTP's window, whatever their size.
+const MAX_CHUNK: usize = 16 * 1024;
 
 type Pending = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
@@ -215,7 +217,7 @@ impl fmt::Debug for ByteReader {
 
 /// The writing half of a [`ByteStream`].
 ///
-/// Each write sends at most one message of up to 64 KiB (or the remote's maximum message
+/// Each write sends at most one message of up to 16 KiB (or the remote's maximum message
 /// size, if smaller) and returns how many bytes it took; writes are not coalesced, so wrap
 /// the writer in a `BufWriter` when writing many small pieces. A write returns once its
 /// bytes are handed to the connection or wait for room; `flush` waits until nothing waits.
