@@ -321,17 +321,26 @@ impl Nat {
             return;
         };
         let job = &mut self.jobs[i];
+        let mut unknown_peer = false;
         match job.client.relay(relayed) {
             Ok(mut relay) => {
                 // Without a permission yet (it is being created), the datagram is dropped:
                 // ICE retransmits its checks.
                 if let Err(e) = relay.send_to(now, data, peer) {
                     trace!("relay {relayed} to {peer}: {e}");
+                    unknown_peer = e == rtc::shared::error::Error::ErrNoPermission
+                        && !self.peers.contains(&peer);
                 }
             }
             Err(e) => debug!("relay {relayed}: {e}"),
         }
         self.collect(now, i);
+        if unknown_peer {
+            // A peer-reflexive address learnt from the checks (a peer behind a symmetric NAT
+            // answers from a mapping it never signalled). The client keeps permissions per
+            // address, not per IP as the server does, so this one needs its own.
+            self.add_peer(now, peer);
+        }
     }
 
     /// Takes a datagram that belongs to a job (see the module docs). Returns whether it did.

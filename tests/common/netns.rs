@@ -182,6 +182,11 @@ impl Internet {
                 "br0",
             ])?;
         }
+        // Like a host on the internet, the public side has a default route, a black hole:
+        // datagrams to a home's private addresses vanish silently instead of failing with
+        // "network unreachable" (coturn stops relaying on an allocation whose relay socket
+        // saw such an error).
+        ip(&["-n", &p, "route", "add", "blackhole", "default"])?;
         for (home, port) in [(self.a.clone(), "to-a"), (self.b.clone(), "to-b")] {
             let (h, r) = (&home.host, &home.router);
             self.add_ns(r)?;
@@ -273,6 +278,12 @@ fn home(host: &str, router: &str, nat: Nat, n: u8) -> Home {
 /// The router's nftables rules: masquerade out of `wan` (port-preserving or fully random),
 /// optionally no UDP out, and nothing in from `wan` that is not part of a connection the home
 /// started.
+///
+/// Unsolicited packets addressed to the router itself are dropped in `input`, before
+/// conntrack confirms an entry for them. Otherwise the first hole-punching check that
+/// arrives before the home's own check leaves a confirmed entry whose reply tuple is the
+/// mapping the home is about to use; masquerade then picks another port for the home's
+/// packets, and the endpoint-independent NAT behaves like a symmetric one.
 fn nat_ruleset(nat: Nat) -> String {
     let masquerade = match nat {
         Nat::Symmetric => "masquerade fully-random",
@@ -291,6 +302,10 @@ fn nat_ruleset(nat: Nat) -> String {
     }}
 }}
 table ip filter {{
+    chain input {{
+        type filter hook input priority filter; policy accept;
+        iifname \"wan\" ct state new drop
+    }}
     chain forward {{
         type filter hook forward priority filter; policy accept;
         {udp}
