@@ -23,7 +23,7 @@ use rtc::peer_connection::{
     state::{
         RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
     },
-    transport::RTCIceCandidateInit,
+    transport::{RTCIceCandidateInit, RTCIceCandidatePair},
 };
 use rtc::{rtp_transceiver::RTCRtpTransceiverDirection, statistics::report::RTCStatsReport};
 
@@ -399,6 +399,31 @@ impl PeerConnection {
     /// [`Error::Closed`] on a closed connection.
     pub async fn stats(&self) -> Result<RTCStatsReport> {
         self.inner.request(|reply| Command::Stats { reply }).await
+    }
+
+    /// The candidate pair ICE selected, with both ends (types, addresses, and for
+    /// server-reflexive and relayed candidates the related address); `None` until ICE selects
+    /// one. Unlike the statistics report, it also names a remote end that came in a
+    /// description or was learnt from the checks (peer-reflexive).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] on a closed connection.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
+    /// if let Some(pair) = pc.selected_candidate_pair().await? {
+    ///     println!("{} -> {}", pair.local(), pair.remote());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn selected_candidate_pair(&self) -> Result<Option<RTCIceCandidatePair>> {
+        self.inner
+            .request(|reply| Command::SelectedCandidatePair { reply })
+            .await
+            .map(|p| p.map(|p| *p))
     }
 
     /// A statistics report every `interval` (the first one `interval` from now), until the

@@ -23,7 +23,6 @@ use webrtc_streams::{
             configuration::{RTCConfigurationBuilder, RTCIceTransportPolicy},
             transport::{RTCIceCandidateType, RTCIceServer},
         },
-        statistics::report::{RTCStatsReport, RTCStatsReportEntry},
     },
 };
 
@@ -51,11 +50,10 @@ struct End {
     addr: Option<SocketAddr>,
 }
 
-/// The selected candidate pair as one peer's `stats()` report it.
-///
-/// `remote` is `None` for a peer-reflexive remote candidate: `rtc` 0.21.1 registers stats for
-/// the remote candidates it is given through `add_ice_candidate` (the tests trickle every
-/// candidate, see [`negotiate_trickle`]), not for the ones it learns from a connectivity check.
+/// The selected candidate pair, as `PeerConnection::selected_candidate_pair` gives it.
+/// `remote` is always known (the report of `stats()` in `rtc` 0.21.1 lacks peer-reflexive
+/// remote candidates and those that came in a description); it stays an `Option` so that the
+/// cases read as before.
 #[derive(Debug, Clone)]
 struct Selected {
     local: End,
@@ -68,51 +66,27 @@ impl Selected {
     }
 }
 
-fn selected_pair(report: &RTCStatsReport) -> Result<Selected, String> {
-    let transport = report.transport().ok_or("no transport stats")?;
-    let id = &transport.selected_candidate_pair_id;
-    if id.is_empty() {
-        return Err("no selected candidate pair".into());
+fn end(c: &webrtc_streams::rtc::peer_connection::transport::RTCIceCandidate) -> End {
+    End {
+        typ: c.typ,
+        addr: c
+            .address
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, c.port)),
     }
-    let Some(RTCStatsReportEntry::IceCandidatePair(pair)) = report.get(id) else {
-        return Err(format!("selected pair {id} missing from the report"));
-    };
-    // The pair names its candidates by the bare ICE id; the candidate entries carry a prefix
-    // (rtc 0.21.1). Accept both spellings.
-    let find = |cid: &str, prefix: &str, local: bool| {
-        let prefixed = format!("{prefix}{cid}");
-        [cid, prefixed.as_str()]
-            .into_iter()
-            .find_map(|k| match (report.get(k), local) {
-                (Some(RTCStatsReportEntry::LocalCandidate(c)), true)
-                | (Some(RTCStatsReportEntry::RemoteCandidate(c)), false) => Some(End {
-                    typ: c.candidate_type,
-                    addr: c
-                        .address
-                        .as_deref()
-                        .and_then(|a| a.parse::<IpAddr>().ok())
-                        .map(|ip| SocketAddr::new(ip, c.port)),
-                }),
-                _ => None,
-            })
-    };
-    let local = find(&pair.local_candidate_id, "RTCLocalIceCandidate_", true).ok_or_else(|| {
-        let entries: Vec<String> = report
-            .iter()
-            .map(|e| format!("{:?} {}", e.stats_type(), e.id()))
-            .collect();
-        format!(
-            "local candidate {} of the selected pair missing; entries: {entries:#?}",
-            pair.local_candidate_id
-        )
-    })?;
-    let remote = find(&pair.remote_candidate_id, "RTCRemoteIceCandidate_", false);
-    Ok(Selected { local, remote })
 }
 
 async fn selected(pc: &PeerConnection, who: &str) -> Selected {
-    let report = pc.stats().await.expect("stats");
-    selected_pair(&report).unwrap_or_else(|e| panic!("{who}: {e}"))
+    let pair = pc
+        .selected_candidate_pair()
+        .await
+        .unwrap_or_else(|e| panic!("{who}: {e}"))
+        .unwrap_or_else(|| panic!("{who}: no selected candidate pair"));
+    Selected {
+        local: end(pair.local()),
+        remote: Some(end(pair.remote())),
+    }
 }
 
 /// Hands every candidate from `from` to `to` until the end-of-candidates marker.
@@ -403,13 +377,10 @@ async fn public_server_serves_client_behind(nat: Nat) {
     assert_eq!(sc.remote, Some(server_end), "client: {sc:?}");
     assert_eq!(ss.local, server_end, "server: {ss:?}");
     // The client signaled only its private host address, which the server cannot reach; the
-    // server answers the client's router instead: a peer-reflexive remote candidate, which
-    // `rtc` 0.21.1 keeps out of the report (every signaled candidate is in it, see
-    // `negotiate_trickle`). Should a later version report it, check it.
-    if let Some(r) = ss.remote {
-        assert_eq!(r.typ, RTCIceCandidateType::Prflx, "server: {ss:?}");
-        assert_eq!(r.addr.map(|a| a.ip()), Some(IpAddr::from(net.a.wan_ip)));
-    }
+    // server answers the client's router instead: a peer-reflexive remote candidate.
+    let r = ss.remote.expect("remote end");
+    assert_eq!(r.typ, RTCIceCandidateType::Prflx, "server: {ss:?}");
+    assert_eq!(r.addr.map(|a| a.ip()), Some(IpAddr::from(net.a.wan_ip)));
     client.close().await.ok();
     server.close().await.ok();
 }

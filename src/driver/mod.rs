@@ -343,6 +343,23 @@ impl Driver {
                 let report = self.core.get_stats(now, StatsSelector::None);
                 let _ = reply.send(Ok(report));
             }
+            Command::SelectedCandidatePair { reply } => {
+                // Every transport of the connection is the one bundled ICE transport.
+                let mut pair = self
+                    .core
+                    .sctp()
+                    .map(|s| s.transport().ice_transport().get_selected_candidate_pair());
+                if pair.is_none() {
+                    let senders: Vec<_> = self.core.get_senders().collect();
+                    pair = senders.into_iter().find_map(|id| {
+                        let sender = self.core.rtp_sender(id)?;
+                        let transport = sender.transport()?;
+                        Some(transport.ice_transport().get_selected_candidate_pair())
+                    });
+                }
+                let pair = pair.flatten();
+                let _ = reply.send(Ok(pair.map(Box::new)));
+            }
         }
     }
 

@@ -9,7 +9,7 @@ use rtc::{
     peer_connection::{
         configuration::{RTCAnswerOptions, RTCOfferOptions},
         sdp::RTCSessionDescription,
-        transport::RTCIceCandidateInit,
+        transport::{RTCIceCandidateInit, RTCIceCandidatePair},
     },
     rtp,
     rtp_transceiver::{
@@ -52,6 +52,9 @@ pub(crate) enum Command {
     },
     RemoteDescription {
         reply: Reply<Option<RTCSessionDescription>>,
+    },
+    SelectedCandidatePair {
+        reply: Reply<Option<Box<RTCIceCandidatePair>>>,
     },
     CreateDataChannel {
         label: String,
