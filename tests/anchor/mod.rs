@@ -58,6 +58,24 @@ pub async fn anchor_peer(send_buffer_limit: usize) -> AnchorPeer {
     build(PeerConnectionBuilder::new().with_data_channel_send_buffer_limit(send_buffer_limit)).await
 }
 
+/// A `webrtc` 0.21.1 peer on 127.0.0.1 that gathers relayed candidates only, from `servers`
+/// (TURN), with `send` blocking above `send_buffer_limit` bytes in flight.
+pub async fn anchor_relay_peer(
+    servers: Vec<webrtc::peer_connection::RTCIceServer>,
+    send_buffer_limit: usize,
+) -> AnchorPeer {
+    let config = webrtc::peer_connection::RTCConfigurationBuilder::new()
+        .with_ice_servers(servers)
+        .with_ice_transport_policy(webrtc::peer_connection::RTCIceTransportPolicy::Relay)
+        .build();
+    build(
+        PeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_data_channel_send_buffer_limit(send_buffer_limit),
+    )
+    .await
+}
+
 /// A `webrtc` 0.21.1 peer on 127.0.0.1 (Tokio runtime) for audio and video: its default
 /// codecs and default interceptors (NACK, RTCP reports).
 pub async fn anchor_media_peer() -> AnchorPeer {
