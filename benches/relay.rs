@@ -186,11 +186,13 @@ fn main() {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         let (mut ours_cpu, mut theirs_cpu) = (Vec::new(), Vec::new());
         for _ in 0..reps {
+            eprintln!("transfer through the relay: webrtc-streams");
             let (a, b, tx, rx) = ours_relay_pair(&turn).await;
             let (s, c) = ours_transfer(&tx, &rx, count).await;
             ours.push(mib as f64 * 8.0 * 1.048_576 / s);
             ours_cpu.push(c / (mib as f64 / 1024.0));
             let _ = (a.close().await, b.close().await);
+            eprintln!("transfer through the relay: webrtc 0.21.1");
             let (a, b, tx, rx) = anchor_relay_pair(&turn).await;
             let (s, c) = anchor_transfer(&tx, &rx, count).await;
             theirs.push(mib as f64 * 8.0 * 1.048_576 / s);
