@@ -234,10 +234,17 @@ impl PeerConnection {
 
     /// Every event of the connection, in order, from now on.
     ///
+    /// Remote data channels and tracks that arrived while nobody subscribed to this stream,
+    /// [`data_channels`](Self::data_channels) or [`tracks`](Self::tracks) were held: this
+    /// subscriber receives them first (and the others do not).
+    ///
     /// If this subscriber falls behind by more than the event capacity, it receives
     /// [`PeerConnectionEvent::Lagged`] where events were skipped; nobody else is affected.
     pub fn events(&self) -> EventStream<PeerConnectionEvent> {
-        event::events(&lock(&self.inner.shared.hub), Arc::downgrade(&self.inner))
+        event::events(
+            &mut lock(&self.inner.shared.hub),
+            Arc::downgrade(&self.inner),
+        )
     }
 
     /// Local ICE candidates to signal to the remote peer; `None` marks the end of candidates.
@@ -290,8 +297,16 @@ impl PeerConnection {
     /// Tracks the remote peer sends: one [`RemoteTrack`] per SSRC (or per RID of a simulcast
     /// sender), as its first packet arrives. Also delivered in [`events`](Self::events) as
     /// [`PeerConnectionEvent::Track`].
+    ///
+    /// A track that arrived while nobody subscribed to this stream or
+    /// [`events`](Self::events) was held (as [`data_channels`](Self::data_channels) holds
+    /// channels): this subscriber receives it first. Its packet queue keeps the newest packets
+    /// meanwhile.
     pub fn tracks(&self) -> EventStream<RemoteTrack> {
-        event::tracks(&lock(&self.inner.shared.hub), Arc::downgrade(&self.inner))
+        event::tracks(
+            &mut lock(&self.inner.shared.hub),
+            Arc::downgrade(&self.inner),
+        )
     }
 
     /// Adds a local audio or video track (on a free transceiver of its kind, or a new one) and
@@ -428,8 +443,30 @@ impl PeerConnection {
     }
 
     /// Data channels opened by the remote peer.
+    ///
+    /// Nothing is lost to a late subscriber: a channel that opened while nobody subscribed to
+    /// this stream or [`events`](Self::events) was held, with the messages it received since,
+    /// and this subscriber receives it first. At most the event capacity
+    /// ([`PeerConnectionBuilder::event_capacity`]) of them are held; beyond it the oldest are
+    /// dropped and counted in [`EventStream::missed`]. While a held channel waits, its
+    /// messages count against the [receive budget](PeerConnectionBuilder::receive_budget), so
+    /// a connection that gets remote channels should subscribe and drop those it does not
+    /// want.
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) {
+    /// use futures::StreamExt;
+    /// let mut incoming = pc.data_channels();
+    /// while let Some(dc) = incoming.next().await {
+    ///     println!("remote channel {}", dc.label());
+    /// }
+    /// # }
+    /// ```
     pub fn data_channels(&self) -> EventStream<DataChannel> {
-        event::data_channels(&lock(&self.inner.shared.hub), Arc::downgrade(&self.inner))
+        event::data_channels(
+            &mut lock(&self.inner.shared.hub),
+            Arc::downgrade(&self.inner),
+        )
     }
 
     /// Fires each time a (re)negotiation is needed.
@@ -885,7 +922,7 @@ impl PeerConnectionBuilder {
         let bridge = self.bridge.map(|start| {
             let (events, local_channels) = {
                 let mut hub = lock(&shared.hub);
-                let events = event::events(&hub, Arc::downgrade(&inner));
+                let events = event::events(&mut hub, Arc::downgrade(&inner));
                 (events, hub.local_channels())
             };
             // Not under the lock: `start` runs the application's `make` closure.

@@ -1,6 +1,6 @@
 //! The hub: current states plus one multicast per event kind, fed by the driver.
 
-use std::sync::Arc;
+use std::{collections::VecDeque, sync::Arc};
 
 use rtc::peer_connection::{
     event::RTCPeerConnectionIceErrorEvent,
@@ -14,7 +14,7 @@ use super::{
     channel::{Announced, DcShared},
     media::TrackShared,
 };
-use crate::stream::Multicast;
+use crate::stream::{Held, Multicast, Receiver};
 
 /// An event as the driver publishes it. Data channels travel as their shared state, so an
 /// event sitting unread in a queue does not keep the connection alive; subscribers turn it
@@ -44,6 +44,12 @@ pub(crate) struct States {
 /// Current states plus one multicast per event kind. Publishing and subscribing happen under
 /// one lock, so a new state subscriber sees the current state and then exactly the changes
 /// after it.
+///
+/// Remote data channels and remote tracks are not lost when nobody listens: one announced
+/// while neither its typed stream (`data_channels()` / `tracks()`) nor `events()` has a
+/// subscriber is held, in order, and the next subscriber of either takes it. At most the
+/// event capacity of them are held; beyond it the oldest is dropped and the taker learns how
+/// many it missed (as for any subscriber that falls behind).
 pub(crate) struct Hub {
     pub(crate) states: States,
     pub(crate) all: Multicast<Raw>,
@@ -59,6 +65,30 @@ pub(crate) struct Hub {
     /// Locally created channels, for the handler bridge only (it must see every channel; the
     /// events announce remote ones). Lossless: one entry per channel created.
     local_channels: Option<async_channel::Sender<Announced>>,
+    /// Remote channels and tracks announced while nobody listened, oldest first.
+    held: VecDeque<Raw>,
+    /// Held channels and tracks dropped because the hold was full, not yet reported.
+    held_lost_channels: u64,
+    held_lost_tracks: u64,
+    capacity: usize,
+}
+
+/// Which held announcements a new subscriber takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Take {
+    DataChannels,
+    Tracks,
+    All,
+}
+
+impl Take {
+    fn wants(self, raw: &Raw) -> bool {
+        match raw {
+            Raw::DataChannel(_) => self != Take::Tracks,
+            Raw::Track(_) => self != Take::DataChannels,
+            _ => false,
+        }
+    }
 }
 
 impl Hub {
@@ -81,11 +111,65 @@ impl Hub {
             negotiation: Multicast::new(capacity),
             tracks: Multicast::new(capacity),
             local_channels: None,
+            held: VecDeque::new(),
+            held_lost_channels: 0,
+            held_lost_tracks: 0,
+            capacity: capacity.max(1),
         }
+    }
+
+    /// Subscribes to `multicast` (one of this hub's), taking the held announcements `take`
+    /// names: a new subscriber receives them first.
+    pub(crate) fn subscribe_taking(
+        &mut self,
+        take: Take,
+        multicast: fn(&Hub) -> &Multicast<Raw>,
+    ) -> (Held<Raw>, Receiver<Raw>) {
+        let mut held = Held::default();
+        if take != Take::Tracks {
+            held.lost += std::mem::take(&mut self.held_lost_channels);
+        }
+        if take != Take::DataChannels {
+            held.lost += std::mem::take(&mut self.held_lost_tracks);
+        }
+        if !self.held.is_empty() {
+            let (taken, kept) = std::mem::take(&mut self.held)
+                .into_iter()
+                .partition(|raw| take.wants(raw));
+            held.items = taken;
+            self.held = kept;
+        }
+        (held, multicast(self).subscribe())
+    }
+
+    /// Holds a remote channel or track nobody listens for. Returns false if somebody does.
+    fn hold(&mut self, raw: &Raw) -> bool {
+        let listened = self.all.has_subscribers()
+            || match raw {
+                Raw::DataChannel(_) => self.data_channels.has_subscribers(),
+                Raw::Track(_) => self.tracks.has_subscribers(),
+                _ => return false,
+            };
+        if listened {
+            return false;
+        }
+        if self.held.len() >= self.capacity
+            && let Some(old) = self.held.pop_front()
+        {
+            match old {
+                Raw::Track(_) => self.held_lost_tracks += 1,
+                _ => self.held_lost_channels += 1,
+            }
+        }
+        self.held.push_back(raw.clone());
+        true
     }
 
     /// Records and fans out one event. State events that do not change the state are dropped.
     pub(crate) fn publish(&mut self, raw: Raw) {
+        if self.hold(&raw) {
+            return;
+        }
         let s = &mut self.states;
         let typed = match &raw {
             Raw::IceCandidate(_) => &self.candidates,

@@ -1,0 +1,104 @@
+//! Nothing is lost and nobody waits forever: remote channels announced before anyone
+//! listened, typed errors that say why a connection is closed, and the end of every stream.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use futures::StreamExt;
+use webrtc_streams::PeerConnectionEvent;
+
+/// Waits until these local channels are open: the remote side acknowledged them, so it has
+/// announced them.
+async fn open_all(dcs: &[webrtc_streams::DataChannel]) {
+    for dc in dcs {
+        within("open", dc.opened()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn remote_channels_wait_for_their_first_reader() {
+    init_log();
+    let a = loopback_peer().await;
+    let b = loopback_peer().await;
+    let dc_a = a
+        .create_data_channel("early", Default::default())
+        .await
+        .unwrap();
+    negotiate(&a, &b).await;
+    connected(&b).await;
+    open_all(std::slice::from_ref(&dc_a)).await;
+    // Nobody on `b` listens yet: the channel and its messages wait.
+    for i in 0..10u8 {
+        dc_a.send(Bytes::from(vec![i])).await.unwrap();
+    }
+    let mut incoming = b.data_channels();
+    let dc_b = within("held channel", incoming.next()).await.unwrap();
+    assert_eq!(dc_b.label(), "early");
+    assert_eq!(incoming.missed(), 0);
+    let mut msgs = dc_b.messages();
+    for i in 0..10u8 {
+        let m = within("held message", msgs.next()).await.unwrap();
+        assert_eq!(&m.data[..], &[i]);
+    }
+    // The first reader took it: a later subscriber does not see it again.
+    drop(incoming);
+    let mut events = b.events();
+    // A channel opened while nobody listens is held for the next subscriber too: `events()`
+    // took the hold now, so a second channel reaches it.
+    let dc_a2 = a
+        .create_data_channel("late", Default::default())
+        .await
+        .unwrap();
+    open_all(std::slice::from_ref(&dc_a2)).await;
+    let label = within("second channel", async {
+        loop {
+            match events.next().await.expect("events ended") {
+                PeerConnectionEvent::DataChannel(dc) => break dc.label().to_owned(),
+                PeerConnectionEvent::Lagged { missed } => panic!("lagged by {missed}"),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(label, "late");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn first_event_subscriber_receives_channels_announced_before_it() {
+    init_log();
+    let a = loopback_peer().await;
+    let b = loopback_peer().await;
+    let dc_a = a
+        .create_data_channel("one", Default::default())
+        .await
+        .unwrap();
+    let dc_a2 = a
+        .create_data_channel("two", Default::default())
+        .await
+        .unwrap();
+    negotiate(&a, &b).await;
+    connected(&b).await;
+    open_all(&[dc_a, dc_a2]).await;
+    let mut events = b.events();
+    let mut labels = Vec::new();
+    within("held channels", async {
+        while labels.len() < 2 {
+            match events.next().await.expect("events ended") {
+                PeerConnectionEvent::DataChannel(dc) => labels.push(dc.label().to_owned()),
+                PeerConnectionEvent::Lagged { missed } => panic!("lagged by {missed}"),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    labels.sort();
+    assert_eq!(labels, ["one", "two"]);
+    // `events()` took them: a `data_channels()` subscriber after it starts empty.
+    let mut incoming = b.data_channels();
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    assert!(within("ends", incoming.next()).await.is_none());
+}
