@@ -206,7 +206,7 @@ impl DataChannel {
             Err(async_channel::TrySendError::Full(Command::Send { payload, .. })) => {
                 Ok(Err(payload)) // the reservation is returned on drop
             }
-            Err(_) => Err(Error::Closed),
+            Err(_) => Err(self.conn.shared.closed()),
         }
     }
 
@@ -228,7 +228,7 @@ impl DataChannel {
             payload,
         };
         if self.conn.cmd.send(cmd).await.is_err() {
-            return Err(Error::Closed); // the reservation is returned on drop
+            return Err(self.conn.shared.closed()); // the reservation is returned on drop
         }
         // Queued: the driver subtracts it when it hands the message to SCTP.
         reservation.commit();
@@ -327,7 +327,7 @@ impl DataChannel {
             })
             .await
         {
-            Err(Error::Closed) => Ok(()),
+            Err(Error::Closed(_)) => Ok(()),
             other => other,
         }
     }

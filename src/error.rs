@@ -23,6 +23,20 @@ impl From<rtc::shared::error::Error> for CoreError {
     }
 }
 
+/// Why a connection is closed (carried by [`Error::Closed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The application closed it: [`PeerConnection::close`](crate::PeerConnection::close), or
+    /// the last handle was dropped.
+    #[error("closed locally")]
+    Local,
+    /// The connection's driver stopped without closing it, typically because the runtime it
+    /// ran on shut down.
+    #[error("driver is gone")]
+    DriverGone,
+}
+
 /// Everything that can go wrong in this crate.
 ///
 /// Errors caused by bad input from the application (a malformed session description, an ICE
@@ -31,9 +45,15 @@ impl From<rtc::shared::error::Error> for CoreError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The peer connection is closed, or its driver has stopped.
-    #[error("peer connection is closed")]
-    Closed,
+    /// The peer connection is closed, or its driver has stopped; the [`CloseReason`] says why.
+    ///
+    /// ```
+    /// use webrtc_streams::{CloseReason, Error};
+    /// let e = Error::Closed(CloseReason::Local);
+    /// assert_eq!(e.to_string(), "peer connection is closed: closed locally");
+    /// ```
+    #[error("peer connection is closed: {0}")]
+    Closed(CloseReason),
     /// The data channel is closing or closed.
     #[error("data channel is closed")]
     DataChannelClosed,

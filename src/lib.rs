@@ -146,7 +146,7 @@ mod sync;
 
 pub use channel_io::{ByteReader, ByteStream, ByteWriter, MessageSink};
 pub use data_channel::{DataChannel, DataChannelEvent, DataChannelMessage, MessageStream};
-pub use error::{Error, IceServerError, Result};
+pub use error::{CloseReason, Error, IceServerError, Result};
 pub use event::PeerConnectionEvent;
 pub use peer_connection::{PeerConnection, PeerConnectionBuilder};
 pub use rtc;

@@ -5,11 +5,11 @@ use std::{
     future::Future,
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::{Arc, Mutex, Weak},
+    sync::{Arc, Weak},
     time::Duration,
 };
 
-use futures::{Stream, StreamExt, task::AtomicWaker};
+use futures::{Stream, StreamExt};
 use rtc::peer_connection::{
     RTCPeerConnectionBuilder,
     configuration::{
@@ -227,7 +227,7 @@ impl PeerConnection {
     /// Idempotent; returns once the driver has stopped.
     pub async fn close(&self) -> Result<()> {
         match self.inner.request(|reply| Command::Close { reply }).await {
-            Ok(()) | Err(Error::Closed) => Ok(()),
+            Ok(()) | Err(Error::Closed(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -885,13 +885,11 @@ impl PeerConnectionBuilder {
             .build(runtime.now())
             .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?;
 
-        let driver_waker = Arc::new(AtomicWaker::new());
-        let shared = Arc::new(Shared {
-            hub: Mutex::new(Hub::new(self.event_capacity)),
-            driver_waker,
-            filter: Arc::default(),
-            budget: Arc::new(ReceiveBudget::new(self.receive_budget)),
-        });
+        let shared = Arc::new(Shared::new(
+            Hub::new(self.event_capacity),
+            Arc::default(),
+            Arc::new(ReceiveBudget::new(self.receive_budget)),
+        ));
         let (cmd_tx, cmd_rx) = async_channel::bounded(COMMAND_CAPACITY);
         let local_addrs = sockets.iter().map(|s| s.addr).collect();
         let driver = Driver::new(

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::*;
 use futures::StreamExt;
 use webrtc_streams::{
-    DataChannel, Error, PeerConnection,
+    CloseReason, DataChannel, Error, PeerConnection,
     rtc::{
         data_channel::RTCDataChannelState,
         peer_connection::{
@@ -240,7 +240,7 @@ async fn send_on_closed_channel_or_connection_fails_cleanly() {
     for dc in [&other_a, &dc_a] {
         let r = within("send after pc close", dc.send(Bytes::from_static(b"x"))).await;
         assert!(
-            matches!(r, Err(Error::DataChannelClosed | Error::Closed)),
+            matches!(r, Err(Error::DataChannelClosed | Error::Closed(_))),
             "send after pc close: {r:?}"
         );
         assert_eq!(dc.ready_state(), RTCDataChannelState::Closed);
@@ -250,7 +250,10 @@ async fn send_on_closed_channel_or_connection_fails_cleanly() {
         a.create_data_channel("late", Default::default()),
     )
     .await;
-    assert!(matches!(r, Err(Error::Closed)), "create after close: {r:?}");
+    assert!(
+        matches!(r, Err(Error::Closed(CloseReason::Local))),
+        "create after close: {r:?}"
+    );
     b.close().await.unwrap();
 }
 

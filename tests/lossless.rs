@@ -6,7 +6,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use futures::StreamExt;
-use webrtc_streams::PeerConnectionEvent;
+use webrtc_streams::{CloseReason, Error, PeerConnectionEvent};
 
 /// Waits until these local channels are open: the remote side acknowledged them, so it has
 /// announced them.
@@ -101,4 +101,35 @@ async fn first_event_subscriber_receives_channels_announced_before_it() {
     a.close().await.unwrap();
     b.close().await.unwrap();
     assert!(within("ends", incoming.next()).await.is_none());
+}
+
+#[tokio::test]
+async fn closed_says_it_was_closed_here() {
+    init_log();
+    let a = loopback_peer().await;
+    a.close().await.unwrap();
+    let r = a.create_offer().await;
+    assert!(matches!(r, Err(Error::Closed(CloseReason::Local))), "{r:?}");
+    // Closing again is not an error.
+    a.close().await.unwrap();
+}
+
+#[test]
+fn closed_says_the_driver_is_gone_when_its_runtime_stopped() {
+    init_log();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = rt.block_on(loopback_peer());
+    drop(rt); // the driver task goes with its runtime, without closing anything
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt.block_on(within("offer", a.create_offer()));
+    assert!(
+        matches!(r, Err(Error::Closed(CloseReason::DriverGone))),
+        "{r:?}"
+    );
 }

@@ -83,7 +83,7 @@ impl Channels {
             .create_data_channel(label, Some(init))
             .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?
             .id();
-        let dc = self.register(core, id).ok_or(Error::Closed)?;
+        let dc = self.register(core, id).ok_or(Error::DataChannelClosed)?;
         lock(&self.shared.hub).announce_local_channel(&dc);
         Ok(dc)
     }

@@ -54,7 +54,7 @@ use self::{
     sockets::Io,
 };
 use crate::{
-    error::{CoreError, Error},
+    error::{CloseReason, CoreError, Error},
     runtime::{AsyncTimer, Runtime},
     shared::{Shared, command::Command, hub::Raw},
     sync::lock,
@@ -159,7 +159,7 @@ impl Driver {
                 }
                 Poll::Ready(None) => {
                     debug!("last handle dropped: closing");
-                    self.shutdown(cx);
+                    self.shutdown(cx, CloseReason::Local);
                     return true;
                 }
                 Poll::Pending => break,
@@ -280,7 +280,7 @@ impl Driver {
                 let _ = reply.send(Ok(()));
             }
             Command::Close { reply } => {
-                self.shutdown(cx);
+                self.shutdown(cx, CloseReason::Local);
                 let _ = reply.send(Ok(()));
             }
             Command::AddTrack { track, reply } => {
@@ -545,11 +545,13 @@ impl Driver {
     }
 
     /// Closes the core, sends its last datagrams, ends every stream and stops.
-    fn shutdown(&mut self, cx: &mut Context<'_>) {
+    fn shutdown(&mut self, cx: &mut Context<'_>, reason: CloseReason) {
         if self.finished {
             return;
         }
         self.finished = true;
+        // Recorded first: every call that fails from here on says why.
+        self.shared.set_close_reason(reason);
         if let Err(e) = self.core.close() {
             debug!("close: {e}");
         }
