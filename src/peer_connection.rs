@@ -174,22 +174,37 @@ impl PeerConnection {
             .await
     }
 
-    /// The local description, with the candidates gathered so far.
-    pub async fn local_description(&self) -> Option<RTCSessionDescription> {
+    /// The local description, with the candidates gathered so far; `None` before
+    /// [`set_local_description`](Self::set_local_description).
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
+    /// pc.gathering_complete().await?;
+    /// if let Some(offer) = pc.local_description().await? {
+    ///     println!("{}", offer.sdp);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] on a closed connection.
+    pub async fn local_description(&self) -> Result<Option<RTCSessionDescription>> {
         self.inner
             .request(|reply| Command::LocalDescription { reply })
             .await
-            .ok()
-            .flatten()
     }
 
-    /// The remote description.
-    pub async fn remote_description(&self) -> Option<RTCSessionDescription> {
+    /// The remote description; `None` before
+    /// [`set_remote_description`](Self::set_remote_description).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] on a closed connection.
+    pub async fn remote_description(&self) -> Result<Option<RTCSessionDescription>> {
         self.inner
             .request(|reply| Command::RemoteDescription { reply })
             .await
-            .ok()
-            .flatten()
     }
 
     /// Creates a data channel. It opens once the connection is up (or immediately after the
@@ -474,16 +489,34 @@ impl PeerConnection {
         event::negotiation_needed(&lock(&self.inner.shared.hub))
     }
 
-    /// Resolves once ICE gathering is complete (or the connection closed): then
+    /// Resolves once ICE gathering is complete: then
     /// [`local_description`](Self::local_description) holds every local candidate, for
-    /// signaling without trickle ICE.
-    pub async fn gathering_complete(&self) {
+    /// signaling without trickle ICE. Resolves at once if it is complete already.
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
+    /// let offer = pc.create_offer().await?;
+    /// pc.set_local_description(offer).await?;
+    /// pc.gathering_complete().await?;
+    /// let offer = pc.local_description().await?.expect("set above");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the connection closes first (or is closed already), with the
+    /// reason.
+    pub async fn gathering_complete(&self) -> Result<()> {
         let mut states = self.ice_gathering_states();
+        if self.inner.shared.is_closed() {
+            return Err(self.inner.shared.closed());
+        }
         while let Some(state) = states.next().await {
             if state == RTCIceGatheringState::Complete {
-                return;
+                return Ok(());
             }
         }
+        Err(self.inner.shared.closed())
     }
 
     /// The current connection state.

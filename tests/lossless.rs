@@ -133,3 +133,32 @@ fn closed_says_the_driver_is_gone_when_its_runtime_stopped() {
         "{r:?}"
     );
 }
+
+#[tokio::test]
+async fn descriptions_and_gathering_tell_complete_from_closed() {
+    init_log();
+    let a = loopback_peer().await;
+    assert!(a.local_description().await.unwrap().is_none());
+    let offer = a.create_offer().await.unwrap();
+    a.set_local_description(offer).await.unwrap();
+    within("gathering", a.gathering_complete()).await.unwrap();
+    assert!(a.local_description().await.unwrap().is_some());
+    a.close().await.unwrap();
+    let r = a.local_description().await;
+    assert!(matches!(r, Err(Error::Closed(CloseReason::Local))), "{r:?}");
+    let r = a.remote_description().await;
+    assert!(matches!(r, Err(Error::Closed(CloseReason::Local))), "{r:?}");
+    let r = within("gathering after close", a.gathering_complete()).await;
+    assert!(matches!(r, Err(Error::Closed(CloseReason::Local))), "{r:?}");
+
+    // Closed while gathering waits (no description set: gathering never starts).
+    let b = loopback_peer().await;
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move { b.gathering_complete().await }
+    });
+    tokio::task::yield_now().await;
+    b.close().await.unwrap();
+    let r = within("gathering ends", waiting).await.unwrap();
+    assert!(matches!(r, Err(Error::Closed(CloseReason::Local))), "{r:?}");
+}

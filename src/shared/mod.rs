@@ -62,6 +62,11 @@ impl Shared {
         lock(&self.close_reason).unwrap_or(CloseReason::DriverGone)
     }
 
+    /// Whether the connection is closed (or closing).
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.close_reason).is_some()
+    }
+
     /// The error of a call on the closed connection.
     pub(crate) fn closed(&self) -> Error {
         Error::Closed(self.close_reason())
