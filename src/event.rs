@@ -15,7 +15,7 @@ use crate::{
     media::RemoteTrack,
     shared::{
         ConnHandle,
-        hub::{Hub, Raw, Take},
+        hub::{Hub, Kind, Raw},
     },
     stream::EventStream,
 };
@@ -55,7 +55,7 @@ pub enum PeerConnectionEvent {
 }
 
 pub(crate) fn events(hub: &mut Hub, conn: Weak<ConnHandle>) -> EventStream<PeerConnectionEvent> {
-    let (held, rx) = hub.subscribe_taking(Take::All, |h| &h.all);
+    let (held, rx) = hub.subscribe_taking(None, |h| &h.all);
     EventStream::with_held(
         held,
         rx,
@@ -64,11 +64,13 @@ pub(crate) fn events(hub: &mut Hub, conn: Weak<ConnHandle>) -> EventStream<PeerC
     )
 }
 
-pub(crate) fn ice_candidates(hub: &Hub) -> EventStream<Option<RTCIceCandidateInit>> {
-    EventStream::new(None, hub.candidates.subscribe(), |raw| match raw {
+pub(crate) fn ice_candidates(hub: &mut Hub) -> EventStream<Option<RTCIceCandidateInit>> {
+    let (held, rx) = hub.subscribe_taking(Some(Kind::Candidate), |h| &h.candidates);
+    let convert = |raw| match raw {
         Raw::IceCandidate(c) => Some(c),
         _ => None,
-    })
+    };
+    EventStream::with_held(held, rx, convert, None)
 }
 
 pub(crate) fn ice_candidate_errors(hub: &Hub) -> EventStream<RTCPeerConnectionIceErrorEvent> {
@@ -123,7 +125,7 @@ pub(crate) fn ice_gathering_states(hub: &Hub) -> EventStream<RTCIceGatheringStat
 }
 
 pub(crate) fn data_channels(hub: &mut Hub, conn: Weak<ConnHandle>) -> EventStream<DataChannel> {
-    let (held, rx) = hub.subscribe_taking(Take::DataChannels, |h| &h.data_channels);
+    let (held, rx) = hub.subscribe_taking(Some(Kind::DataChannel), |h| &h.data_channels);
     let convert = move |raw| match raw {
         Raw::DataChannel(dc) => Some(DataChannel {
             conn: conn.upgrade()?,
@@ -135,7 +137,7 @@ pub(crate) fn data_channels(hub: &mut Hub, conn: Weak<ConnHandle>) -> EventStrea
 }
 
 pub(crate) fn tracks(hub: &mut Hub, conn: Weak<ConnHandle>) -> EventStream<RemoteTrack> {
-    let (held, rx) = hub.subscribe_taking(Take::Tracks, |h| &h.tracks);
+    let (held, rx) = hub.subscribe_taking(Some(Kind::Track), |h| &h.tracks);
     let convert = move |raw| match raw {
         Raw::Track(shared) => Some(RemoteTrack {
             conn: conn.upgrade()?,

@@ -31,10 +31,11 @@
 //! slows nobody down: it misses the oldest events and is told how many
 //! ([`EventStream::missed`], [`PeerConnectionEvent::Lagged`]).
 //!
-//! Remote data channels and remote tracks are never lost for want of a listener: one that
-//! arrives while nobody subscribes to [`PeerConnection::data_channels`] (resp.
-//! [`PeerConnection::tracks`]) or [`PeerConnection::events`] waits, with the messages it
-//! receives, for the next subscriber of either, which gets it first. (Up to the event
+//! Remote data channels, remote tracks and local ICE candidates are never lost for want of a
+//! listener: one that arrives while nobody subscribes to [`PeerConnection::data_channels`]
+//! (resp. [`PeerConnection::tracks`], [`PeerConnection::ice_candidates`]) or
+//! [`PeerConnection::events`] waits (a channel with the messages it receives) for the next
+//! subscriber of either, which gets it first. (Up to the event
 //! capacity of them wait; beyond it the oldest is dropped and the next subscriber is told how
 //! many it missed.) Drop a channel you do not want: its messages are then discarded.
 //!

@@ -267,8 +267,25 @@ impl PeerConnection {
     /// Host candidates come first; server-reflexive (STUN) and relayed (TURN) candidates
     /// follow as the configured servers answer. The end of candidates comes once every server
     /// has answered or timed out ([`PeerConnectionBuilder::ice_server_timeout`]).
+    ///
+    /// As W3C's `icecandidate` events fire after `setLocalDescription` resolved, subscribing
+    /// right after [`set_local_description`](Self::set_local_description) misses nothing:
+    /// candidates gathered while nobody subscribed to this stream or
+    /// [`events`](Self::events) are held for the next subscriber of either (until the
+    /// connection is up or a new gathering starts).
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
+    /// use futures::StreamExt;
+    /// pc.set_local_description(pc.create_offer().await?).await?;
+    /// let mut candidates = pc.ice_candidates();
+    /// while let Some(Some(candidate)) = candidates.next().await {
+    ///     println!("signal {}", candidate.candidate);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn ice_candidates(&self) -> EventStream<Option<RTCIceCandidateInit>> {
-        event::ice_candidates(&lock(&self.inner.shared.hub))
+        event::ice_candidates(&mut lock(&self.inner.shared.hub))
     }
 
     /// Failures of the configured STUN and TURN servers, one per server and local socket:

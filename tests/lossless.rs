@@ -162,3 +162,52 @@ async fn descriptions_and_gathering_tell_complete_from_closed() {
     let r = within("gathering ends", waiting).await.unwrap();
     assert!(matches!(r, Err(Error::Closed(CloseReason::Local))), "{r:?}");
 }
+
+#[tokio::test]
+async fn candidates_reach_a_subscriber_that_subscribes_after_set_local_description() {
+    init_log();
+    let a = loopback_peer().await;
+    let b = loopback_peer().await;
+    let _dc = a
+        .create_data_channel("x", Default::default())
+        .await
+        .unwrap();
+    let offer = a.create_offer().await.unwrap();
+    a.set_local_description(offer).await.unwrap();
+    // W3C fires `icecandidate` after the call resolved: subscribing now misses nothing.
+    let mut candidates = a.ice_candidates();
+    let mut got = Vec::new();
+    within("candidates", async {
+        while let Some(c) = candidates.next().await.expect("candidates ended") {
+            got.push(c);
+        }
+    })
+    .await;
+    assert!(!got.is_empty(), "no host candidate");
+    assert_eq!(candidates.missed(), 0);
+    // Trickle them to `b`, with an offer that carries none of them.
+    let offer = a.local_description().await.unwrap().unwrap();
+    let bare: String = offer
+        .sdp
+        .split("\r\n")
+        .filter(|l| !l.starts_with("a=candidate") && !l.starts_with("a=end-of-candidates"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let offer = webrtc_streams::rtc::peer_connection::sdp::RTCSessionDescription::offer(
+        bare.trim_end().to_owned() + "\r\n",
+    )
+    .unwrap();
+    b.set_remote_description(offer).await.unwrap();
+    for c in got {
+        b.add_ice_candidate(c).await.unwrap();
+    }
+    let answer = b.create_answer().await.unwrap();
+    b.set_local_description(answer).await.unwrap();
+    within("b gathering", b.gathering_complete()).await.unwrap();
+    a.set_remote_description(b.local_description().await.unwrap().unwrap())
+        .await
+        .unwrap();
+    connected(&a).await;
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}

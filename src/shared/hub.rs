@@ -45,11 +45,14 @@ pub(crate) struct States {
 /// one lock, so a new state subscriber sees the current state and then exactly the changes
 /// after it.
 ///
-/// Remote data channels and remote tracks are not lost when nobody listens: one announced
-/// while neither its typed stream (`data_channels()` / `tracks()`) nor `events()` has a
-/// subscriber is held, in order, and the next subscriber of either takes it. At most the
-/// event capacity of them are held; beyond it the oldest is dropped and the taker learns how
-/// many it missed (as for any subscriber that falls behind).
+/// Remote data channels, remote tracks and local ICE candidates are not lost when nobody
+/// listens: one published while neither its typed stream (`data_channels()`, `tracks()`,
+/// `ice_candidates()`) nor `events()` has a subscriber is held, in order, and the next
+/// subscriber of either takes it. (So the candidates gathered by `set_local_description`
+/// reach a subscriber that subscribes after the call returned, as W3C's `icecandidate`
+/// events fire after it.) Held candidates are dropped when a new gathering starts and when
+/// the connection is up. At most the event capacity of each kind is held; beyond it the oldest is dropped
+/// and the taker learns how many it missed (as for any subscriber that falls behind).
 pub(crate) struct Hub {
     pub(crate) states: States,
     pub(crate) all: Multicast<Raw>,
@@ -65,28 +68,30 @@ pub(crate) struct Hub {
     /// Locally created channels, for the handler bridge only (it must see every channel; the
     /// events announce remote ones). Lossless: one entry per channel created.
     local_channels: Option<async_channel::Sender<Announced>>,
-    /// Remote channels and tracks announced while nobody listened, oldest first.
+    /// What was published while nobody listened, oldest first.
     held: VecDeque<Raw>,
-    /// Held channels and tracks dropped because the hold was full, not yet reported.
-    held_lost_channels: u64,
-    held_lost_tracks: u64,
+    /// Held items dropped because the hold was full, not yet reported, per [`Kind`].
+    held_lost: [u64; 3],
     capacity: usize,
 }
 
-/// Which held announcements a new subscriber takes.
+/// The kinds of events held for the next subscriber.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Take {
-    DataChannels,
-    Tracks,
-    All,
+pub(crate) enum Kind {
+    DataChannel = 0,
+    Track = 1,
+    Candidate = 2,
 }
 
-impl Take {
-    fn wants(self, raw: &Raw) -> bool {
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::DataChannel, Kind::Track, Kind::Candidate];
+
+    fn of(raw: &Raw) -> Option<Kind> {
         match raw {
-            Raw::DataChannel(_) => self != Take::Tracks,
-            Raw::Track(_) => self != Take::DataChannels,
-            _ => false,
+            Raw::DataChannel(_) => Some(Kind::DataChannel),
+            Raw::Track(_) => Some(Kind::Track),
+            Raw::IceCandidate(_) => Some(Kind::Candidate),
+            _ => None,
         }
     }
 }
@@ -112,54 +117,59 @@ impl Hub {
             tracks: Multicast::new(capacity),
             local_channels: None,
             held: VecDeque::new(),
-            held_lost_channels: 0,
-            held_lost_tracks: 0,
+            held_lost: [0; 3],
             capacity: capacity.max(1),
         }
     }
 
-    /// Subscribes to `multicast` (one of this hub's), taking the held announcements `take`
-    /// names: a new subscriber receives them first.
+    /// Subscribes to `multicast` (one of this hub's), taking the held items of `kind` (of
+    /// every kind if `None`): a new subscriber receives them first.
     pub(crate) fn subscribe_taking(
         &mut self,
-        take: Take,
+        kind: Option<Kind>,
         multicast: fn(&Hub) -> &Multicast<Raw>,
     ) -> (Held<Raw>, Receiver<Raw>) {
+        let wants = |k: Kind| kind.is_none_or(|want| want == k);
         let mut held = Held::default();
-        if take != Take::Tracks {
-            held.lost += std::mem::take(&mut self.held_lost_channels);
-        }
-        if take != Take::DataChannels {
-            held.lost += std::mem::take(&mut self.held_lost_tracks);
+        for k in Kind::ALL {
+            if wants(k) {
+                held.lost += std::mem::take(&mut self.held_lost[k as usize]);
+            }
         }
         if !self.held.is_empty() {
             let (taken, kept) = std::mem::take(&mut self.held)
                 .into_iter()
-                .partition(|raw| take.wants(raw));
+                .partition(|raw| Kind::of(raw).is_some_and(wants));
             held.items = taken;
             self.held = kept;
         }
         (held, multicast(self).subscribe())
     }
 
-    /// Holds a remote channel or track nobody listens for. Returns false if somebody does.
+    /// Holds an item of a held kind that nobody listens for. Returns false if somebody does
+    /// (or it is not of a held kind).
     fn hold(&mut self, raw: &Raw) -> bool {
-        let listened = self.all.has_subscribers()
-            || match raw {
-                Raw::DataChannel(_) => self.data_channels.has_subscribers(),
-                Raw::Track(_) => self.tracks.has_subscribers(),
-                _ => return false,
-            };
-        if listened {
+        let Some(kind) = Kind::of(raw) else {
+            return false;
+        };
+        let typed = match kind {
+            Kind::DataChannel => &self.data_channels,
+            Kind::Track => &self.tracks,
+            Kind::Candidate => &self.candidates,
+        };
+        if self.all.has_subscribers() || typed.has_subscribers() {
             return false;
         }
-        if self.held.len() >= self.capacity
-            && let Some(old) = self.held.pop_front()
+        if self
+            .held
+            .iter()
+            .filter(|r| Kind::of(r) == Some(kind))
+            .count()
+            >= self.capacity
+            && let Some(i) = self.held.iter().position(|r| Kind::of(r) == Some(kind))
         {
-            match old {
-                Raw::Track(_) => self.held_lost_tracks += 1,
-                _ => self.held_lost_channels += 1,
-            }
+            self.held.remove(i);
+            self.held_lost[kind as usize] += 1;
         }
         self.held.push_back(raw.clone());
         true
@@ -178,6 +188,11 @@ impl Hub {
                 if std::mem::replace(&mut s.connection, *v) == *v {
                     return;
                 }
+                if *v == RTCPeerConnectionState::Connected {
+                    // Connected: the peer had what it needed; nobody asked for these.
+                    self.held.retain(|r| !matches!(r, Raw::IceCandidate(_)));
+                    self.held_lost[Kind::Candidate as usize] = 0;
+                }
                 &self.connection
             }
             Raw::Signaling(v) => {
@@ -195,6 +210,11 @@ impl Hub {
             Raw::IceGathering(v) => {
                 if std::mem::replace(&mut s.ice_gathering, *v) == *v {
                     return;
+                }
+                if *v == RTCIceGatheringState::Gathering {
+                    // A new gathering: candidates of the previous one nobody took are stale.
+                    self.held.retain(|r| !matches!(r, Raw::IceCandidate(_)));
+                    self.held_lost[Kind::Candidate as usize] = 0;
                 }
                 &self.ice_gathering
             }
