@@ -308,7 +308,10 @@ impl DataChannel {
 
     /// Closes the channel (both directions). Idempotent.
     ///
-    /// Messages already received stay readable on [`messages`](Self::messages).
+    /// Messages already received stay readable on [`messages`](Self::messages). The channel
+    /// is `Closing` while what was sent before the close is delivered and the peer
+    /// acknowledges the close; if that takes more than 30 s (the peer is unreachable or
+    /// stops reading), the channel is closed locally and what was not delivered is lost.
     ///
     /// # Cancel safety
     ///

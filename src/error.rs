@@ -81,6 +81,13 @@ pub enum Error {
         /// The `sdpMLineIndex` the candidate carried.
         mline_index: Option<u16>,
     },
+    /// More remote ICE candidates arrived before the remote description than are kept for it
+    /// (the candidate is refused; set the remote description first).
+    #[error("more than {max} remote ICE candidates before the remote description")]
+    TooManyEarlyCandidates {
+        /// How many are kept.
+        max: usize,
+    },
     /// The operation is not valid in the current signaling state, or its arguments are invalid.
     #[error("invalid operation: {0}")]
     InvalidOperation(#[source] CoreError),

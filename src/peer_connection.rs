@@ -164,7 +164,9 @@ impl PeerConnection {
     /// # Errors
     ///
     /// [`Error::InvalidCandidate`] for a malformed candidate, [`Error::UnknownMediaSection`] for
-    /// one naming a media section the remote description does not have.
+    /// one naming a media section the remote description does not have,
+    /// [`Error::TooManyEarlyCandidates`] beyond 256 candidates added before the remote
+    /// description.
     pub async fn add_ice_candidate(&self, candidate: RTCIceCandidateInit) -> Result<()> {
         self.inner
             .request(|reply| Command::AddIceCandidate {

@@ -211,3 +211,34 @@ async fn candidates_reach_a_subscriber_that_subscribes_after_set_local_descripti
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn early_remote_candidates_are_bounded() {
+    init_log();
+    let a = loopback_peer().await;
+    let candidate =
+        |i: usize| webrtc_streams::rtc::peer_connection::transport::RTCIceCandidateInit {
+            candidate: format!(
+                "candidate:{i} 1 udp 2130706431 127.0.0.1 {} typ host",
+                10_000 + i
+            ),
+            sdp_mid: Some("0".to_owned()),
+            sdp_mline_index: Some(0),
+            ..Default::default()
+        };
+    let mut kept = 0;
+    let refused = loop {
+        match a.add_ice_candidate(candidate(kept)).await {
+            Ok(()) => kept += 1,
+            Err(e) => break e,
+        }
+        assert!(kept <= 10_000, "early candidates are not bounded");
+    };
+    assert!(
+        matches!(refused, Error::TooManyEarlyCandidates { max } if max == kept),
+        "{refused:?} after {kept}"
+    );
+    // The connection still works.
+    a.create_offer().await.unwrap();
+    a.close().await.unwrap();
+}

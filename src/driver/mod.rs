@@ -276,7 +276,7 @@ impl Driver {
             }
             Command::Send { id, payload } => self.channels.send(&mut self.core, now, id, payload),
             Command::CloseChannel { id, reply } => {
-                self.channels.close(id);
+                self.channels.close(id, now);
                 let _ = reply.send(Ok(()));
             }
             Command::Close { reply } => {
@@ -529,7 +529,8 @@ impl Driver {
     fn arm_timer(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
         let core = self.core.poll_timeout();
         let nat = self.io.nat.poll_timeout();
-        let Some(mut deadline) = core.into_iter().chain(nat).min() else {
+        let closing = self.channels.poll_timeout();
+        let Some(mut deadline) = core.into_iter().chain(nat).chain(closing).min() else {
             self.timer_deadline = None;
             return false;
         };
@@ -596,7 +597,7 @@ impl Future for Driver {
             progress |= this.drain_core();
             progress |= this.io.drain_writes(cx, &mut this.core);
             this.channels.refresh_buffered(&mut this.core);
-            this.channels.close_drained(&mut this.core);
+            this.channels.close_drained(&mut this.core, now);
             if !progress {
                 if this.arm_timer(cx, now) {
                     continue;
