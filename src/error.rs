@@ -35,6 +35,19 @@ pub enum CloseReason {
     /// ran on shut down.
     #[error("driver is gone")]
     DriverGone,
+    /// ICE found no working path to the peer, and no ICE restart found one within the
+    /// [failed timeout](crate::PeerConnectionBuilder::failed_timeout).
+    #[error("ICE failed")]
+    IceFailed,
+    /// The peer stopped answering consent checks (RFC 7675) on a connection that was up, and
+    /// no ICE restart brought it back within the
+    /// [failed timeout](crate::PeerConnectionBuilder::failed_timeout).
+    #[error("ICE consent expired")]
+    ConsentExpired,
+    /// The DTLS handshake failed (for example, a certificate that does not match the
+    /// fingerprint of the remote description).
+    #[error("DTLS handshake failed")]
+    DtlsFailed,
 }
 
 /// Everything that can go wrong in this crate.

@@ -689,8 +689,13 @@ pub struct PeerConnectionBuilder {
     high_water_mark: usize,
     receive_budget: usize,
     ice_server_timeout: Duration,
+    failed_timeout: Duration,
     bridge: Option<Starter>,
 }
+
+/// How long a `Failed` connection waits for an ICE restart before it closes (see
+/// [`PeerConnectionBuilder::failed_timeout`]).
+pub const DEFAULT_FAILED_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for PeerConnectionBuilder {
     fn default() -> Self {
@@ -707,6 +712,7 @@ impl Default for PeerConnectionBuilder {
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
             receive_budget: DEFAULT_RECEIVE_BUDGET,
             ice_server_timeout: DEFAULT_SERVER_TIMEOUT,
+            failed_timeout: DEFAULT_FAILED_TIMEOUT,
             bridge: None,
         }
     }
@@ -814,6 +820,31 @@ impl PeerConnectionBuilder {
     /// Whether an unspecified bind address also expands to loopback interfaces.
     pub fn include_loopback(mut self, yes: bool) -> Self {
         self.include_loopback = yes;
+        self
+    }
+
+    /// How long a connection that went `Failed` waits for an ICE restart to bring it back
+    /// (default 30 s, [`DEFAULT_FAILED_TIMEOUT`]) before it closes itself.
+    ///
+    /// While it waits, data channels stay open (a restart resumes them, nothing lost) and
+    /// their sends are buffered. Then it closes as [`close`](PeerConnection::close) would:
+    /// every channel closes, every stream ends (a reader never waits forever on a dead
+    /// connection), and calls fail with [`Error::Closed`] carrying
+    /// [`CloseReason::IceFailed`](crate::CloseReason::IceFailed),
+    /// [`ConsentExpired`](crate::CloseReason::ConsentExpired) or
+    /// [`DtlsFailed`](crate::CloseReason::DtlsFailed).
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// use std::time::Duration;
+    /// let pc = webrtc_streams::PeerConnection::builder()
+    ///     .failed_timeout(Duration::from_secs(10))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn failed_timeout(mut self, timeout: Duration) -> Self {
+        self.failed_timeout = timeout;
         self
     }
 
@@ -954,6 +985,7 @@ impl PeerConnectionBuilder {
             DriverConfig {
                 event_capacity: self.event_capacity,
                 high_water_mark: self.high_water_mark,
+                failed_timeout: self.failed_timeout,
                 nat: NatConfig {
                     servers: ice_servers,
                     timeout: self.ice_server_timeout,

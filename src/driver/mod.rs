@@ -73,6 +73,8 @@ const MIN_IMMEDIATE_TIMEOUT_INTERVAL: Duration = Duration::from_millis(1);
 pub(crate) struct DriverConfig {
     pub(crate) event_capacity: usize,
     pub(crate) high_water_mark: usize,
+    /// How long a `Failed` connection waits for an ICE restart before it closes itself.
+    pub(crate) failed_timeout: Duration,
     /// STUN and TURN servers, and how to use them.
     pub(crate) nat: nat::NatConfig,
 }
@@ -100,6 +102,12 @@ pub(crate) struct Driver {
     /// Run `handle_timeout` once more in this round (the DTLS client's first flight waits
     /// for one after ICE connects).
     kick_timeout: bool,
+    /// See [`DriverConfig::failed_timeout`].
+    failed_timeout: Duration,
+    /// While the connection is `Failed`: when it closes itself.
+    failed: Option<Instant>,
+    /// The connection has been `Connected` (so a later ICE failure is lost consent).
+    was_connected: bool,
     finished: bool,
 }
 
@@ -136,6 +144,9 @@ impl Driver {
             channels,
             media,
             kick_timeout: false,
+            failed_timeout: config.failed_timeout,
+            failed: None,
+            was_connected: false,
             finished: false,
         }
     }
@@ -472,7 +483,10 @@ impl Driver {
                 self.publish(Raw::IceGathering(s))
             }
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) => {
+                self.failed = (s == RTCPeerConnectionState::Failed)
+                    .then(|| self.runtime.now() + self.failed_timeout);
                 if s == RTCPeerConnectionState::Connected {
+                    self.was_connected = true;
                     // Connected means the DTLS handshake has completed.
                     self.io.dtls_complete(&mut self.core);
                     self.media.connected(&mut self.core);
@@ -530,7 +544,14 @@ impl Driver {
         let core = self.core.poll_timeout();
         let nat = self.io.nat.poll_timeout();
         let closing = self.channels.poll_timeout();
-        let Some(mut deadline) = core.into_iter().chain(nat).chain(closing).min() else {
+        let failed = self.failed;
+        let Some(mut deadline) = core
+            .into_iter()
+            .chain(nat)
+            .chain(closing)
+            .chain(failed)
+            .min()
+        else {
             self.timer_deadline = None;
             return false;
         };
@@ -543,6 +564,19 @@ impl Driver {
             self.timer_deadline = Some(deadline);
         }
         self.timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// Why the connection failed: no ICE path, lost consent, or a DTLS failure.
+    fn failure(&self) -> CloseReason {
+        let ice_failed = matches!(
+            lock(&self.shared.hub).states.ice_connection,
+            RTCIceConnectionState::Failed | RTCIceConnectionState::Disconnected
+        );
+        match (ice_failed, self.was_connected) {
+            (true, true) => CloseReason::ConsentExpired,
+            (true, false) => CloseReason::IceFailed,
+            (false, _) => CloseReason::DtlsFailed,
+        }
     }
 
     /// Closes the core, sends its last datagrams, ends every stream and stops.
@@ -592,6 +626,12 @@ impl Future for Driver {
             }
             progress |= this.io.poll_sockets(cx, &mut this.core, &*this.runtime);
             let now = this.runtime.now();
+            if this.failed.is_some_and(|deadline| now >= deadline) {
+                let reason = this.failure();
+                debug!("failed for too long: closing ({reason})");
+                this.shutdown(cx, reason);
+                return Poll::Ready(());
+            }
             progress |= this.io.nat.poll_lookups(cx, now);
             progress |= this.poll_deadline(now);
             progress |= this.drain_core();
