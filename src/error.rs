@@ -44,6 +44,10 @@ pub enum CloseReason {
     /// [failed timeout](crate::PeerConnectionBuilder::failed_timeout).
     #[error("ICE consent expired")]
     ConsentExpired,
+    /// The remote peer closed the connection: its DTLS `close_notify`, or an SCTP ABORT or
+    /// SHUTDOWN of the association, arrived (what a peer's `close()` sends).
+    #[error("closed by the remote peer")]
+    Remote,
     /// The DTLS handshake failed (for example, a certificate that does not match the
     /// fingerprint of the remote description).
     #[error("DTLS handshake failed")]

@@ -242,6 +242,10 @@ impl PeerConnection {
     /// Closes the connection: sends the SCTP abort and DTLS close_notify to the peer, closes
     /// every data channel, ends every stream and stops the driver, releasing its sockets.
     /// Idempotent; returns once the driver has stopped.
+    ///
+    /// The peer notices at once: a connection whose peer closed it (its DTLS `close_notify`,
+    /// or an SCTP ABORT or SHUTDOWN) closes as if `close` had been called here, and its calls
+    /// fail with [`Error::Closed`]`(`[`CloseReason::Remote`](crate::CloseReason::Remote)`)`.
     pub async fn close(&self) -> Result<()> {
         match self.inner.request(|reply| Command::Close { reply }).await {
             Ok(()) | Err(Error::Closed(_)) => Ok(()),

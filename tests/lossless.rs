@@ -6,7 +6,9 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use futures::StreamExt;
-use webrtc_streams::{CloseReason, Error, PeerConnectionEvent};
+use webrtc_streams::{
+    CloseReason, Error, PeerConnectionEvent, rtc::peer_connection::state::RTCPeerConnectionState,
+};
 
 /// Waits until these local channels are open: the remote side acknowledged them, so it has
 /// announced them.
@@ -241,4 +243,33 @@ async fn early_remote_candidates_are_bounded() {
     // The connection still works.
     a.create_offer().await.unwrap();
     a.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_remote_close_is_noticed_at_once() {
+    init_log();
+    let (a, b, _dc_a, dc_b) = pair_with_channel("bye", Default::default()).await;
+    let mut states = b.connection_states();
+    let mut msgs = dc_b.messages();
+    a.close().await.unwrap();
+    // The reason tells the close_notify path from the consent timeout (which would say
+    // ConsentExpired, after 30 s + the failed timeout); `sim_lossless` bounds it in time.
+    assert!(within("channel ends", msgs.next()).await.is_none());
+    let mut seen = Vec::new();
+    within("b's states end", async {
+        while let Some(s) = states.next().await {
+            seen.push(s);
+        }
+    })
+    .await;
+    assert_eq!(
+        seen.last(),
+        Some(&RTCPeerConnectionState::Closed),
+        "{seen:?}"
+    );
+    let r = b.create_offer().await;
+    assert!(
+        matches!(r, Err(Error::Closed(CloseReason::Remote))),
+        "{r:?}"
+    );
 }

@@ -102,3 +102,33 @@ fn a_failed_connection_closes_after_its_failed_timeout_and_every_reader_ends() {
         a.close().await.unwrap();
     });
 }
+
+/// A peer's `close()` (DTLS close_notify, SCTP ABORT) closes this side at once, not after the
+/// consent timeout (5 s to `Disconnected`).
+#[test]
+fn a_remote_close_closes_this_side_within_a_round_trip() {
+    init_log();
+    let sim = SimRuntime::new(13);
+    sim.set_default_link(LinkConfig::new().delay(Duration::from_millis(10)));
+    let h = sim.handle().clone();
+    let limit = Duration::from_secs(120);
+    sim.block_on(async {
+        let (a, b, _dc_a, dc_b) = pair_with_channel(&h, "bye", Default::default(), limit).await;
+        let mut states = b.connection_states();
+        let start = h.elapsed();
+        a.close().await.unwrap();
+        while within(&h, "states end", limit, states.next())
+            .await
+            .is_some()
+        {}
+        let took = h.elapsed() - start;
+        println!("closed by the peer after {took:?} of virtual time");
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+        assert_eq!(dc_b.ready_state(), RTCDataChannelState::Closed);
+        let r = b.create_offer().await;
+        assert!(
+            matches!(r, Err(Error::Closed(CloseReason::Remote))),
+            "{r:?}"
+        );
+    });
+}

@@ -39,6 +39,7 @@ use rtc::{
         state::{
             RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
         },
+        transport::{RTCDtlsTransportState, RTCSctpTransportState},
     },
     sansio::Protocol,
     statistics::StatsSelector,
@@ -108,6 +109,8 @@ pub(crate) struct Driver {
     failed: Option<Instant>,
     /// The connection has been `Connected` (so a later ICE failure is lost consent).
     was_connected: bool,
+    /// The SCTP association has been up (so its end is the peer's doing).
+    sctp_was_up: bool,
     finished: bool,
 }
 
@@ -147,6 +150,7 @@ impl Driver {
             failed_timeout: config.failed_timeout,
             failed: None,
             was_connected: false,
+            sctp_was_up: false,
             finished: false,
         }
     }
@@ -566,6 +570,29 @@ impl Driver {
         self.timer.as_mut().poll(cx).is_ready()
     }
 
+    /// Whether the peer closed the connection: `rtc` reports its DTLS close_notify only as a
+    /// closed DTLS transport (the connection state stays `Connected`), and an SCTP ABORT or
+    /// SHUTDOWN as a closed association.
+    fn closed_by_peer(&mut self) -> bool {
+        if !self.was_connected {
+            return false;
+        }
+        let Some(sctp) = self.core.sctp() else {
+            return false;
+        };
+        if sctp.transport().state() == RTCDtlsTransportState::Closed {
+            return true;
+        }
+        let sctp_up = sctp.state() == RTCSctpTransportState::Connected;
+        self.sctp_was_up |= sctp_up;
+        // Only while ICE is up: a dead path also ends the association, and that is a failure.
+        let ice_up = matches!(
+            lock(&self.shared.hub).states.ice_connection,
+            RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+        );
+        self.sctp_was_up && !sctp_up && ice_up
+    }
+
     /// Why the connection failed: no ICE path, lost consent, or a DTLS failure.
     fn failure(&self) -> CloseReason {
         let ice_failed = matches!(
@@ -635,6 +662,11 @@ impl Future for Driver {
             progress |= this.io.nat.poll_lookups(cx, now);
             progress |= this.poll_deadline(now);
             progress |= this.drain_core();
+            if progress && this.closed_by_peer() {
+                debug!("closed by the remote peer");
+                this.shutdown(cx, CloseReason::Remote);
+                return Poll::Ready(());
+            }
             progress |= this.io.drain_writes(cx, &mut this.core);
             this.channels.refresh_buffered(&mut this.core);
             this.channels.close_drained(&mut this.core, now);
