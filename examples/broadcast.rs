@@ -151,11 +151,11 @@ async fn connected(pc: &PeerConnection) {
 /// Offer/answer in-process, without trickle ICE.
 async fn signal(a: &PeerConnection, b: &PeerConnection) -> Result<()> {
     a.set_local_description(a.create_offer().await?).await?;
-    a.gathering_complete().await;
-    b.set_remote_description(a.local_description().await.expect("offer"))
+    a.gathering_complete().await.unwrap();
+    b.set_remote_description(a.local_description().await.unwrap().expect("offer"))
         .await?;
     b.set_local_description(b.create_answer().await?).await?;
-    b.gathering_complete().await;
-    a.set_remote_description(b.local_description().await.expect("answer"))
+    b.gathering_complete().await.unwrap();
+    a.set_remote_description(b.local_description().await.unwrap().expect("answer"))
         .await
 }

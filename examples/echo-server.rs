@@ -456,9 +456,11 @@ async fn negotiate(
         .map_err(|e| client_error("cannot apply answer", e))?;
     tokio::time::timeout(GATHERING_TIMEOUT, pc.gathering_complete())
         .await
-        .map_err(|_| Response::error(500, "ICE gathering timed out"))?;
+        .map_err(|_| Response::error(500, "ICE gathering timed out"))?
+        .map_err(|e| client_error("connection closed while gathering", e))?;
     pc.local_description()
         .await
+        .map_err(|e| client_error("connection closed", e))?
         .ok_or_else(|| Response::error(500, "no local description"))
 }
 

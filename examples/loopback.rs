@@ -31,13 +31,13 @@ async fn main() -> Result<()> {
     // Signaling, without trickle: each side sends its description once gathering is done.
     let offer = a.create_offer().await?;
     a.set_local_description(offer).await?;
-    a.gathering_complete().await;
-    b.set_remote_description(a.local_description().await.expect("offer"))
+    a.gathering_complete().await.unwrap();
+    b.set_remote_description(a.local_description().await.unwrap().expect("offer"))
         .await?;
     let answer = b.create_answer().await?;
     b.set_local_description(answer).await?;
-    b.gathering_complete().await;
-    a.set_remote_description(b.local_description().await.expect("answer"))
+    b.gathering_complete().await.unwrap();
+    a.set_remote_description(b.local_description().await.unwrap().expect("answer"))
         .await?;
 
     let rx = incoming.next().await.expect("remote channel");

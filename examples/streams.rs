@@ -51,12 +51,12 @@ pub async fn main() -> Result<()> {
 async fn signal(a: &PeerConnection, b: &PeerConnection) -> Result<()> {
     let offer = a.create_offer().await?;
     a.set_local_description(offer).await?;
-    a.gathering_complete().await;
-    let offer = a.local_description().await.expect("offer");
+    a.gathering_complete().await.unwrap();
+    let offer = a.local_description().await.unwrap().expect("offer");
     b.set_remote_description(offer).await?;
     let answer = b.create_answer().await?;
     b.set_local_description(answer).await?;
-    b.gathering_complete().await;
-    let answer = b.local_description().await.expect("answer");
+    b.gathering_complete().await.unwrap();
+    let answer = b.local_description().await.unwrap().expect("answer");
     a.set_remote_description(answer).await
 }

@@ -286,7 +286,7 @@ impl ByteStream {
 
 fn to_io(e: Error) -> io::Error {
     let kind = match e {
-        Error::DataChannelClosed | Error::Closed => io::ErrorKind::BrokenPipe,
+        Error::DataChannelClosed | Error::Closed(_) => io::ErrorKind::BrokenPipe,
         _ => io::ErrorKind::Other,
     };
     io::Error::new(kind, e)

@@ -206,7 +206,7 @@ impl DataChannel {
             Err(async_channel::TrySendError::Full(Command::Send { payload, .. })) => {
                 Ok(Err(payload)) // the reservation is returned on drop
             }
-            Err(_) => Err(Error::Closed),
+            Err(_) => Err(self.conn.shared.closed()),
         }
     }
 
@@ -228,7 +228,7 @@ impl DataChannel {
             payload,
         };
         if self.conn.cmd.send(cmd).await.is_err() {
-            return Err(Error::Closed); // the reservation is returned on drop
+            return Err(self.conn.shared.closed()); // the reservation is returned on drop
         }
         // Queued: the driver subtracts it when it hands the message to SCTP.
         reservation.commit();
@@ -308,7 +308,10 @@ impl DataChannel {
 
     /// Closes the channel (both directions). Idempotent.
     ///
-    /// Messages already received stay readable on [`messages`](Self::messages).
+    /// Messages already received stay readable on [`messages`](Self::messages). The channel
+    /// is `Closing` while what was sent before the close is delivered and the peer
+    /// acknowledges the close; if that takes more than 30 s (the peer is unreachable or
+    /// stops reading), the channel is closed locally and what was not delivered is lost.
     ///
     /// # Cancel safety
     ///
@@ -327,7 +330,7 @@ impl DataChannel {
             })
             .await
         {
-            Err(Error::Closed) => Ok(()),
+            Err(Error::Closed(_)) => Ok(()),
             other => other,
         }
     }

@@ -23,6 +23,37 @@ impl From<rtc::shared::error::Error> for CoreError {
     }
 }
 
+/// Why a connection is closed (carried by [`Error::Closed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The application closed it: [`PeerConnection::close`](crate::PeerConnection::close), or
+    /// the last handle was dropped.
+    #[error("closed locally")]
+    Local,
+    /// The connection's driver stopped without closing it, typically because the runtime it
+    /// ran on shut down.
+    #[error("driver is gone")]
+    DriverGone,
+    /// ICE found no working path to the peer, and no ICE restart found one within the
+    /// [failed timeout](crate::PeerConnectionBuilder::failed_timeout).
+    #[error("ICE failed")]
+    IceFailed,
+    /// The peer stopped answering consent checks (RFC 7675) on a connection that was up, and
+    /// no ICE restart brought it back within the
+    /// [failed timeout](crate::PeerConnectionBuilder::failed_timeout).
+    #[error("ICE consent expired")]
+    ConsentExpired,
+    /// The remote peer closed the connection: its DTLS `close_notify`, or an SCTP ABORT or
+    /// SHUTDOWN of the association, arrived (what a peer's `close()` sends).
+    #[error("closed by the remote peer")]
+    Remote,
+    /// The DTLS handshake failed (for example, a certificate that does not match the
+    /// fingerprint of the remote description).
+    #[error("DTLS handshake failed")]
+    DtlsFailed,
+}
+
 /// Everything that can go wrong in this crate.
 ///
 /// Errors caused by bad input from the application (a malformed session description, an ICE
@@ -31,9 +62,15 @@ impl From<rtc::shared::error::Error> for CoreError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The peer connection is closed, or its driver has stopped.
-    #[error("peer connection is closed")]
-    Closed,
+    /// The peer connection is closed, or its driver has stopped; the [`CloseReason`] says why.
+    ///
+    /// ```
+    /// use webrtc_streams::{CloseReason, Error};
+    /// let e = Error::Closed(CloseReason::Local);
+    /// assert_eq!(e.to_string(), "peer connection is closed: closed locally");
+    /// ```
+    #[error("peer connection is closed: {0}")]
+    Closed(CloseReason),
     /// The data channel is closing or closed.
     #[error("data channel is closed")]
     DataChannelClosed,
@@ -60,6 +97,13 @@ pub enum Error {
         mid: Option<String>,
         /// The `sdpMLineIndex` the candidate carried.
         mline_index: Option<u16>,
+    },
+    /// More remote ICE candidates arrived before the remote description than are kept for it
+    /// (the candidate is refused; set the remote description first).
+    #[error("more than {max} remote ICE candidates before the remote description")]
+    TooManyEarlyCandidates {
+        /// How many are kept.
+        max: usize,
     },
     /// The operation is not valid in the current signaling state, or its arguments are invalid.
     #[error("invalid operation: {0}")]

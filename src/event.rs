@@ -15,7 +15,7 @@ use crate::{
     media::RemoteTrack,
     shared::{
         ConnHandle,
-        hub::{Hub, Raw},
+        hub::{Hub, Kind, Raw},
     },
     stream::EventStream,
 };
@@ -54,20 +54,23 @@ pub enum PeerConnectionEvent {
     },
 }
 
-pub(crate) fn events(hub: &Hub, conn: Weak<ConnHandle>) -> EventStream<PeerConnectionEvent> {
-    EventStream::with_lag(
-        None,
-        hub.all.subscribe(),
+pub(crate) fn events(hub: &mut Hub, conn: Weak<ConnHandle>) -> EventStream<PeerConnectionEvent> {
+    let (held, rx) = hub.subscribe_taking(None, |h| &h.all);
+    EventStream::with_held(
+        held,
+        rx,
         move |raw| to_event(raw, &conn),
-        |missed| PeerConnectionEvent::Lagged { missed },
+        Some(|missed| PeerConnectionEvent::Lagged { missed }),
     )
 }
 
-pub(crate) fn ice_candidates(hub: &Hub) -> EventStream<Option<RTCIceCandidateInit>> {
-    EventStream::new(None, hub.candidates.subscribe(), |raw| match raw {
+pub(crate) fn ice_candidates(hub: &mut Hub) -> EventStream<Option<RTCIceCandidateInit>> {
+    let (held, rx) = hub.subscribe_taking(Some(Kind::Candidate), |h| &h.candidates);
+    let convert = |raw| match raw {
         Raw::IceCandidate(c) => Some(c),
         _ => None,
-    })
+    };
+    EventStream::with_held(held, rx, convert, None)
 }
 
 pub(crate) fn ice_candidate_errors(hub: &Hub) -> EventStream<RTCPeerConnectionIceErrorEvent> {
@@ -121,24 +124,28 @@ pub(crate) fn ice_gathering_states(hub: &Hub) -> EventStream<RTCIceGatheringStat
     )
 }
 
-pub(crate) fn data_channels(hub: &Hub, conn: Weak<ConnHandle>) -> EventStream<DataChannel> {
-    EventStream::new(None, hub.data_channels.subscribe(), move |raw| match raw {
+pub(crate) fn data_channels(hub: &mut Hub, conn: Weak<ConnHandle>) -> EventStream<DataChannel> {
+    let (held, rx) = hub.subscribe_taking(Some(Kind::DataChannel), |h| &h.data_channels);
+    let convert = move |raw| match raw {
         Raw::DataChannel(dc) => Some(DataChannel {
             conn: conn.upgrade()?,
             dc,
         }),
         _ => None,
-    })
+    };
+    EventStream::with_held(held, rx, convert, None)
 }
 
-pub(crate) fn tracks(hub: &Hub, conn: Weak<ConnHandle>) -> EventStream<RemoteTrack> {
-    EventStream::new(None, hub.tracks.subscribe(), move |raw| match raw {
+pub(crate) fn tracks(hub: &mut Hub, conn: Weak<ConnHandle>) -> EventStream<RemoteTrack> {
+    let (held, rx) = hub.subscribe_taking(Some(Kind::Track), |h| &h.tracks);
+    let convert = move |raw| match raw {
         Raw::Track(shared) => Some(RemoteTrack {
             conn: conn.upgrade()?,
             shared,
         }),
         _ => None,
-    })
+    };
+    EventStream::with_held(held, rx, convert, None)
 }
 
 pub(crate) fn negotiation_needed(hub: &Hub) -> EventStream<()> {

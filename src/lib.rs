@@ -31,6 +31,14 @@
 //! slows nobody down: it misses the oldest events and is told how many
 //! ([`EventStream::missed`], [`PeerConnectionEvent::Lagged`]).
 //!
+//! Remote data channels, remote tracks and local ICE candidates are never lost for want of a
+//! listener: one that arrives while nobody subscribes to [`PeerConnection::data_channels`]
+//! (resp. [`PeerConnection::tracks`], [`PeerConnection::ice_candidates`]) or
+//! [`PeerConnection::events`] waits (a channel with the messages it receives) for the next
+//! subscriber of either, which gets it first. (Up to the event
+//! capacity of them wait; beyond it the oldest is dropped and the next subscriber is told how
+//! many it missed.) Drop a channel you do not want: its messages are then discarded.
+//!
 //! Payloads that must not be lost are not multicast: each [`DataChannel`] has its own inbox,
 //! read with [`DataChannel::messages`], and all inboxes of a connection share one bound (the
 //! [receive budget](PeerConnectionBuilder::receive_budget)). A reader that stops reading slows
@@ -139,9 +147,9 @@ mod sync;
 
 pub use channel_io::{ByteReader, ByteStream, ByteWriter, MessageSink};
 pub use data_channel::{DataChannel, DataChannelEvent, DataChannelMessage, MessageStream};
-pub use error::{Error, IceServerError, Result};
+pub use error::{CloseReason, Error, IceServerError, Result};
 pub use event::PeerConnectionEvent;
-pub use peer_connection::{PeerConnection, PeerConnectionBuilder};
+pub use peer_connection::{DEFAULT_FAILED_TIMEOUT, PeerConnection, PeerConnectionBuilder};
 pub use rtc;
 pub use shared::counters::FilterStats;
 pub use stream::EventStream;

@@ -449,7 +449,7 @@ impl RtpSender {
                         return Ok(pt);
                     }
                 }
-                SenderState::Closed => return Err(Error::Closed),
+                SenderState::Closed => return Err(self.conn.shared.closed()),
                 SenderState::Stopped => return Err(Error::TransceiverStopped),
                 SenderState::Waiting => {}
             }
@@ -462,7 +462,11 @@ impl RtpSender {
             sender: self.shared.id,
             packet: Box::new(packet),
         };
-        self.conn.cmd.send(cmd).await.map_err(|_| Error::Closed)
+        self.conn
+            .cmd
+            .send(cmd)
+            .await
+            .map_err(|_| self.conn.shared.closed())
     }
 }
 
@@ -675,7 +679,11 @@ impl RemoteTrack {
             receiver: self.shared.receiver_id,
             media_ssrc: self.shared.ssrc,
         };
-        self.conn.cmd.send(cmd).await.map_err(|_| Error::Closed)
+        self.conn
+            .cmd
+            .send(cmd)
+            .await
+            .map_err(|_| self.conn.shared.closed())
     }
 }
 

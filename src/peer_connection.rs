@@ -5,11 +5,11 @@ use std::{
     future::Future,
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::{Arc, Mutex, Weak},
+    sync::{Arc, Weak},
     time::Duration,
 };
 
-use futures::{Stream, StreamExt, task::AtomicWaker};
+use futures::{Stream, StreamExt};
 use rtc::peer_connection::{
     RTCPeerConnectionBuilder,
     configuration::{
@@ -164,7 +164,9 @@ impl PeerConnection {
     /// # Errors
     ///
     /// [`Error::InvalidCandidate`] for a malformed candidate, [`Error::UnknownMediaSection`] for
-    /// one naming a media section the remote description does not have.
+    /// one naming a media section the remote description does not have,
+    /// [`Error::TooManyEarlyCandidates`] beyond 256 candidates added before the remote
+    /// description.
     pub async fn add_ice_candidate(&self, candidate: RTCIceCandidateInit) -> Result<()> {
         self.inner
             .request(|reply| Command::AddIceCandidate {
@@ -174,22 +176,37 @@ impl PeerConnection {
             .await
     }
 
-    /// The local description, with the candidates gathered so far.
-    pub async fn local_description(&self) -> Option<RTCSessionDescription> {
+    /// The local description, with the candidates gathered so far; `None` before
+    /// [`set_local_description`](Self::set_local_description).
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
+    /// pc.gathering_complete().await?;
+    /// if let Some(offer) = pc.local_description().await? {
+    ///     println!("{}", offer.sdp);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] on a closed connection.
+    pub async fn local_description(&self) -> Result<Option<RTCSessionDescription>> {
         self.inner
             .request(|reply| Command::LocalDescription { reply })
             .await
-            .ok()
-            .flatten()
     }
 
-    /// The remote description.
-    pub async fn remote_description(&self) -> Option<RTCSessionDescription> {
+    /// The remote description; `None` before
+    /// [`set_remote_description`](Self::set_remote_description).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] on a closed connection.
+    pub async fn remote_description(&self) -> Result<Option<RTCSessionDescription>> {
         self.inner
             .request(|reply| Command::RemoteDescription { reply })
             .await
-            .ok()
-            .flatten()
     }
 
     /// Creates a data channel. It opens once the connection is up (or immediately after the
@@ -225,19 +242,30 @@ impl PeerConnection {
     /// Closes the connection: sends the SCTP abort and DTLS close_notify to the peer, closes
     /// every data channel, ends every stream and stops the driver, releasing its sockets.
     /// Idempotent; returns once the driver has stopped.
+    ///
+    /// The peer notices at once: a connection whose peer closed it (its DTLS `close_notify`,
+    /// or an SCTP ABORT or SHUTDOWN) closes as if `close` had been called here, and its calls
+    /// fail with [`Error::Closed`]`(`[`CloseReason::Remote`](crate::CloseReason::Remote)`)`.
     pub async fn close(&self) -> Result<()> {
         match self.inner.request(|reply| Command::Close { reply }).await {
-            Ok(()) | Err(Error::Closed) => Ok(()),
+            Ok(()) | Err(Error::Closed(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     /// Every event of the connection, in order, from now on.
     ///
+    /// Remote data channels and tracks that arrived while nobody subscribed to this stream,
+    /// [`data_channels`](Self::data_channels) or [`tracks`](Self::tracks) were held: this
+    /// subscriber receives them first (and the others do not).
+    ///
     /// If this subscriber falls behind by more than the event capacity, it receives
     /// [`PeerConnectionEvent::Lagged`] where events were skipped; nobody else is affected.
     pub fn events(&self) -> EventStream<PeerConnectionEvent> {
-        event::events(&lock(&self.inner.shared.hub), Arc::downgrade(&self.inner))
+        event::events(
+            &mut lock(&self.inner.shared.hub),
+            Arc::downgrade(&self.inner),
+        )
     }
 
     /// Local ICE candidates to signal to the remote peer; `None` marks the end of candidates.
@@ -245,8 +273,25 @@ impl PeerConnection {
     /// Host candidates come first; server-reflexive (STUN) and relayed (TURN) candidates
     /// follow as the configured servers answer. The end of candidates comes once every server
     /// has answered or timed out ([`PeerConnectionBuilder::ice_server_timeout`]).
+    ///
+    /// As W3C's `icecandidate` events fire after `setLocalDescription` resolved, subscribing
+    /// right after [`set_local_description`](Self::set_local_description) misses nothing:
+    /// candidates gathered while nobody subscribed to this stream or
+    /// [`events`](Self::events) are held for the next subscriber of either (until the
+    /// connection is up or a new gathering starts).
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
+    /// use futures::StreamExt;
+    /// pc.set_local_description(pc.create_offer().await?).await?;
+    /// let mut candidates = pc.ice_candidates();
+    /// while let Some(Some(candidate)) = candidates.next().await {
+    ///     println!("signal {}", candidate.candidate);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn ice_candidates(&self) -> EventStream<Option<RTCIceCandidateInit>> {
-        event::ice_candidates(&lock(&self.inner.shared.hub))
+        event::ice_candidates(&mut lock(&self.inner.shared.hub))
     }
 
     /// Failures of the configured STUN and TURN servers, one per server and local socket:
@@ -290,8 +335,16 @@ impl PeerConnection {
     /// Tracks the remote peer sends: one [`RemoteTrack`] per SSRC (or per RID of a simulcast
     /// sender), as its first packet arrives. Also delivered in [`events`](Self::events) as
     /// [`PeerConnectionEvent::Track`].
+    ///
+    /// A track that arrived while nobody subscribed to this stream or
+    /// [`events`](Self::events) was held (as [`data_channels`](Self::data_channels) holds
+    /// channels): this subscriber receives it first. Its packet queue keeps the newest packets
+    /// meanwhile.
     pub fn tracks(&self) -> EventStream<RemoteTrack> {
-        event::tracks(&lock(&self.inner.shared.hub), Arc::downgrade(&self.inner))
+        event::tracks(
+            &mut lock(&self.inner.shared.hub),
+            Arc::downgrade(&self.inner),
+        )
     }
 
     /// Adds a local audio or video track (on a free transceiver of its kind, or a new one) and
@@ -453,8 +506,30 @@ impl PeerConnection {
     }
 
     /// Data channels opened by the remote peer.
+    ///
+    /// Nothing is lost to a late subscriber: a channel that opened while nobody subscribed to
+    /// this stream or [`events`](Self::events) was held, with the messages it received since,
+    /// and this subscriber receives it first. At most the event capacity
+    /// ([`PeerConnectionBuilder::event_capacity`]) of them are held; beyond it the oldest are
+    /// dropped and counted in [`EventStream::missed`]. While a held channel waits, its
+    /// messages count against the [receive budget](PeerConnectionBuilder::receive_budget), so
+    /// a connection that gets remote channels should subscribe and drop those it does not
+    /// want.
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) {
+    /// use futures::StreamExt;
+    /// let mut incoming = pc.data_channels();
+    /// while let Some(dc) = incoming.next().await {
+    ///     println!("remote channel {}", dc.label());
+    /// }
+    /// # }
+    /// ```
     pub fn data_channels(&self) -> EventStream<DataChannel> {
-        event::data_channels(&lock(&self.inner.shared.hub), Arc::downgrade(&self.inner))
+        event::data_channels(
+            &mut lock(&self.inner.shared.hub),
+            Arc::downgrade(&self.inner),
+        )
     }
 
     /// Fires each time a (re)negotiation is needed.
@@ -462,16 +537,34 @@ impl PeerConnection {
         event::negotiation_needed(&lock(&self.inner.shared.hub))
     }
 
-    /// Resolves once ICE gathering is complete (or the connection closed): then
+    /// Resolves once ICE gathering is complete: then
     /// [`local_description`](Self::local_description) holds every local candidate, for
-    /// signaling without trickle ICE.
-    pub async fn gathering_complete(&self) {
+    /// signaling without trickle ICE. Resolves at once if it is complete already.
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
+    /// let offer = pc.create_offer().await?;
+    /// pc.set_local_description(offer).await?;
+    /// pc.gathering_complete().await?;
+    /// let offer = pc.local_description().await?.expect("set above");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the connection closes first (or is closed already), with the
+    /// reason.
+    pub async fn gathering_complete(&self) -> Result<()> {
         let mut states = self.ice_gathering_states();
+        if self.inner.shared.is_closed() {
+            return Err(self.inner.shared.closed());
+        }
         while let Some(state) = states.next().await {
             if state == RTCIceGatheringState::Complete {
-                return;
+                return Ok(());
             }
         }
+        Err(self.inner.shared.closed())
     }
 
     /// The current connection state.
@@ -625,8 +718,13 @@ pub struct PeerConnectionBuilder {
     high_water_mark: usize,
     receive_budget: usize,
     ice_server_timeout: Duration,
+    failed_timeout: Duration,
     bridge: Option<Starter>,
 }
+
+/// How long a `Failed` connection waits for an ICE restart before it closes (see
+/// [`PeerConnectionBuilder::failed_timeout`]).
+pub const DEFAULT_FAILED_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for PeerConnectionBuilder {
     fn default() -> Self {
@@ -643,6 +741,7 @@ impl Default for PeerConnectionBuilder {
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
             receive_budget: DEFAULT_RECEIVE_BUDGET,
             ice_server_timeout: DEFAULT_SERVER_TIMEOUT,
+            failed_timeout: DEFAULT_FAILED_TIMEOUT,
             bridge: None,
         }
     }
@@ -750,6 +849,31 @@ impl PeerConnectionBuilder {
     /// Whether an unspecified bind address also expands to loopback interfaces.
     pub fn include_loopback(mut self, yes: bool) -> Self {
         self.include_loopback = yes;
+        self
+    }
+
+    /// How long a connection that went `Failed` waits for an ICE restart to bring it back
+    /// (default 30 s, [`DEFAULT_FAILED_TIMEOUT`]) before it closes itself.
+    ///
+    /// While it waits, data channels stay open (a restart resumes them, nothing lost) and
+    /// their sends are buffered. Then it closes as [`close`](PeerConnection::close) would:
+    /// every channel closes, every stream ends (a reader never waits forever on a dead
+    /// connection), and calls fail with [`Error::Closed`] carrying
+    /// [`CloseReason::IceFailed`](crate::CloseReason::IceFailed),
+    /// [`ConsentExpired`](crate::CloseReason::ConsentExpired) or
+    /// [`DtlsFailed`](crate::CloseReason::DtlsFailed).
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// use std::time::Duration;
+    /// let pc = webrtc_streams::PeerConnection::builder()
+    ///     .failed_timeout(Duration::from_secs(10))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn failed_timeout(mut self, timeout: Duration) -> Self {
+        self.failed_timeout = timeout;
         self
     }
 
@@ -873,13 +997,11 @@ impl PeerConnectionBuilder {
             .build(runtime.now())
             .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?;
 
-        let driver_waker = Arc::new(AtomicWaker::new());
-        let shared = Arc::new(Shared {
-            hub: Mutex::new(Hub::new(self.event_capacity)),
-            driver_waker,
-            filter: Arc::default(),
-            budget: Arc::new(ReceiveBudget::new(self.receive_budget)),
-        });
+        let shared = Arc::new(Shared::new(
+            Hub::new(self.event_capacity),
+            Arc::default(),
+            Arc::new(ReceiveBudget::new(self.receive_budget)),
+        ));
         let (cmd_tx, cmd_rx) = async_channel::bounded(COMMAND_CAPACITY);
         let local_addrs = sockets.iter().map(|s| s.addr).collect();
         let driver = Driver::new(
@@ -892,6 +1014,7 @@ impl PeerConnectionBuilder {
             DriverConfig {
                 event_capacity: self.event_capacity,
                 high_water_mark: self.high_water_mark,
+                failed_timeout: self.failed_timeout,
                 nat: NatConfig {
                     servers: ice_servers,
                     timeout: self.ice_server_timeout,
@@ -910,7 +1033,7 @@ impl PeerConnectionBuilder {
         let bridge = self.bridge.map(|start| {
             let (events, local_channels) = {
                 let mut hub = lock(&shared.hub);
-                let events = event::events(&hub, Arc::downgrade(&inner));
+                let events = event::events(&mut hub, Arc::downgrade(&inner));
                 (events, hub.local_channels())
             };
             // Not under the lock: `start` runs the application's `make` closure.

@@ -104,6 +104,12 @@ impl<T: Clone> Multicast<T> {
         ring.wake_all();
     }
 
+    /// Whether anybody subscribes now.
+    pub(crate) fn has_subscribers(&self) -> bool {
+        let ring = lock(&self.ring);
+        ring.free.len() < ring.subscribers.len()
+    }
+
     /// A subscriber that receives every item published from now on.
     pub(crate) fn subscribe(&self) -> Receiver<T> {
         let mut ring = lock(&self.ring);
@@ -228,25 +234,32 @@ impl<T> EventStream<T> {
         R: Clone + Send + 'static,
         F: FnMut(R) -> Option<T> + Send + 'static,
     {
-        Self::build(first, rx, convert, None)
+        Self::build(first, Held::default(), rx, convert, None)
     }
 
-    /// Like [`new`](Self::new), and also yields `lag(n)` in-band where `n` events were missed.
-    pub(crate) fn with_lag<R, F>(
-        first: Option<T>,
+    /// Like [`new`](Self::new) (with the lag marker if `lag` is set), but yields the items
+    /// `held` for the first reader before the subscription's, `held.lost` counting as missed.
+    pub(crate) fn with_held<R, F>(
+        held: Held<R>,
         rx: Receiver<R>,
         convert: F,
-        lag: fn(u64) -> T,
+        lag: Option<fn(u64) -> T>,
     ) -> Self
     where
         T: Send + 'static,
         R: Clone + Send + 'static,
         F: FnMut(R) -> Option<T> + Send + 'static,
     {
-        Self::build(first, rx, convert, Some(lag))
+        Self::build(None, held, rx, convert, lag)
     }
 
-    fn build<R, F>(first: Option<T>, rx: Receiver<R>, convert: F, lag: Option<fn(u64) -> T>) -> Self
+    fn build<R, F>(
+        first: Option<T>,
+        held: Held<R>,
+        rx: Receiver<R>,
+        convert: F,
+        lag: Option<fn(u64) -> T>,
+    ) -> Self
     where
         T: Send + 'static,
         R: Clone + Send + 'static,
@@ -255,6 +268,7 @@ impl<T> EventStream<T> {
         Self {
             inner: Box::new(Broadcast {
                 first,
+                held,
                 rx,
                 convert,
                 missed: 0,
@@ -290,8 +304,26 @@ trait Source<T>: Send {
     fn missed(&self) -> u64;
 }
 
+/// Items kept for a stream's first reader because nobody listened when they were published
+/// (remote data channels and tracks, see [`Hub`](crate::shared::hub::Hub)), and how many of
+/// them were dropped because the hold was full.
+pub(crate) struct Held<R> {
+    pub(crate) items: VecDeque<R>,
+    pub(crate) lost: u64,
+}
+
+impl<R> Default for Held<R> {
+    fn default() -> Self {
+        Self {
+            items: VecDeque::new(),
+            lost: 0,
+        }
+    }
+}
+
 struct Broadcast<R, T, F> {
     first: Option<T>,
+    held: Held<R>,
     rx: Receiver<R>,
     convert: F,
     missed: u64,
@@ -307,6 +339,18 @@ where
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(first));
+        }
+        if self.held.lost > 0 {
+            let n = std::mem::take(&mut self.held.lost);
+            self.missed += n;
+            if let Some(lag) = self.lag {
+                return Poll::Ready(Some(lag(n)));
+            }
+        }
+        while let Some(raw) = self.held.items.pop_front() {
+            if let Some(item) = (self.convert)(raw) {
+                return Poll::Ready(Some(item));
+            }
         }
         loop {
             match self.rx.poll_recv(cx) {
@@ -369,12 +413,31 @@ mod tests {
     #[test]
     fn in_band_lag_marker() {
         let m = Multicast::<u32>::new(2);
-        let mut s = EventStream::with_lag(None, m.subscribe(), Some, |n| 1000 + n as u32);
+        let lag: fn(u64) -> u32 = |n| 1000 + n as u32;
+        let mut s = EventStream::with_held(Held::default(), m.subscribe(), Some, Some(lag));
         for i in 0..5 {
             m.publish(i);
         }
         m.close();
         assert_eq!(block_on(s.by_ref().collect::<Vec<_>>()), vec![1003, 3, 4]);
         assert_eq!(s.missed(), 3);
+    }
+
+    #[test]
+    fn held_items_come_first_after_their_loss_count() {
+        let m = Multicast::<u32>::new(8);
+        let held = Held {
+            items: VecDeque::from([7, 8]),
+            lost: 2,
+        };
+        let lag: fn(u64) -> u32 = |n| 1000 + n as u32;
+        let mut s = EventStream::with_held(held, m.subscribe(), Some, Some(lag));
+        m.publish(9);
+        m.close();
+        assert_eq!(
+            block_on(s.by_ref().collect::<Vec<_>>()),
+            vec![1002, 7, 8, 9]
+        );
+        assert_eq!(s.missed(), 2);
     }
 }

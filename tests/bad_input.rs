@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::*;
 use futures::StreamExt;
 use webrtc_streams::{
-    DataChannel, Error, PeerConnection,
+    CloseReason, DataChannel, Error, PeerConnection,
     rtc::{
         data_channel::RTCDataChannelState,
         peer_connection::{
@@ -71,7 +71,7 @@ async fn malformed_sdp_is_rejected_and_connection_still_negotiates() {
         matches!(r, Err(Error::InvalidSessionDescription(_))),
         "garbage offer: {r:?}"
     );
-    assert!(b.remote_description().await.is_none());
+    assert!(b.remote_description().await.unwrap().is_none());
 
     let mut incoming = b.data_channels();
     let dc_a = a
@@ -82,7 +82,7 @@ async fn malformed_sdp_is_rejected_and_connection_still_negotiates() {
     // a rejects a garbage answer while it has a local offer, and keeps waiting for the real one.
     let offer = a.create_offer().await.unwrap();
     a.set_local_description(offer).await.unwrap();
-    within("a gathering", a.gathering_complete()).await;
+    within("a gathering", a.gathering_complete()).await.unwrap();
     let r = within(
         "garbage answer",
         a.set_remote_description(garbage_description("answer")),
@@ -92,14 +92,14 @@ async fn malformed_sdp_is_rejected_and_connection_still_negotiates() {
         matches!(r, Err(Error::InvalidSessionDescription(_))),
         "garbage answer: {r:?}"
     );
-    assert!(a.remote_description().await.is_none());
+    assert!(a.remote_description().await.unwrap().is_none());
 
-    let offer = a.local_description().await.expect("local offer");
+    let offer = a.local_description().await.unwrap().expect("local offer");
     b.set_remote_description(offer).await.expect("srd offer");
     let answer = b.create_answer().await.expect("answer");
     b.set_local_description(answer).await.expect("sld answer");
-    within("b gathering", b.gathering_complete()).await;
-    let answer = b.local_description().await.expect("local answer");
+    within("b gathering", b.gathering_complete()).await.unwrap();
+    let answer = b.local_description().await.unwrap().expect("local answer");
     a.set_remote_description(answer).await.expect("srd answer");
 
     within("a connected", connected(&a)).await;
@@ -138,7 +138,11 @@ async fn malformed_sdp_is_rejected_and_connection_still_negotiates() {
 async fn bad_candidates_are_rejected_and_connection_keeps_working() {
     init_log();
     let (a, b, dc_a, dc_b) = pair_with_channel("chat", Default::default()).await;
-    let remote = a.remote_description().await.expect("remote description");
+    let remote = a
+        .remote_description()
+        .await
+        .unwrap()
+        .expect("remote description");
     let mid = first_mid(&remote);
     let valid = host_candidate(b.local_addrs()[0]);
 
@@ -240,7 +244,7 @@ async fn send_on_closed_channel_or_connection_fails_cleanly() {
     for dc in [&other_a, &dc_a] {
         let r = within("send after pc close", dc.send(Bytes::from_static(b"x"))).await;
         assert!(
-            matches!(r, Err(Error::DataChannelClosed | Error::Closed)),
+            matches!(r, Err(Error::DataChannelClosed | Error::Closed(_))),
             "send after pc close: {r:?}"
         );
         assert_eq!(dc.ready_state(), RTCDataChannelState::Closed);
@@ -250,7 +254,10 @@ async fn send_on_closed_channel_or_connection_fails_cleanly() {
         a.create_data_channel("late", Default::default()),
     )
     .await;
-    assert!(matches!(r, Err(Error::Closed)), "create after close: {r:?}");
+    assert!(
+        matches!(r, Err(Error::Closed(CloseReason::Local))),
+        "create after close: {r:?}"
+    );
     b.close().await.unwrap();
 }
 

@@ -488,8 +488,8 @@ async fn handler_calls_back_into_the_connection() {
         .unwrap();
     let offer = a.create_offer().await.unwrap();
     a.set_local_description(offer).await.unwrap();
-    within("gathering", a.gathering_complete()).await;
-    let offer = a.local_description().await.expect("offer");
+    within("gathering", a.gathering_complete()).await.unwrap();
+    let offer = a.local_description().await.unwrap().expect("offer");
 
     let (answers_tx, mut answers) = mpsc::unbounded_channel();
     let b = PeerConnection::builder()

@@ -98,10 +98,10 @@ async fn we_offer_webrtc021_answers() {
 
     let offer = ours.create_offer().await.unwrap();
     ours.set_local_description(offer).await.unwrap();
-    ours.gathering_complete().await;
+    ours.gathering_complete().await.unwrap();
     theirs
         .pc
-        .set_remote_description(ours.local_description().await.unwrap())
+        .set_remote_description(ours.local_description().await.unwrap().unwrap())
         .await
         .unwrap();
     let answer = theirs.pc.create_answer(None).await.unwrap();
@@ -145,10 +145,10 @@ async fn webrtc021_offers_we_answer() {
         .unwrap();
     let answer = ours.create_answer().await.unwrap();
     ours.set_local_description(answer).await.unwrap();
-    ours.gathering_complete().await;
+    ours.gathering_complete().await.unwrap();
     theirs
         .pc
-        .set_remote_description(ours.local_description().await.unwrap())
+        .set_remote_description(ours.local_description().await.unwrap().unwrap())
         .await
         .unwrap();
 

@@ -117,7 +117,7 @@ fn preferred_codecs_are_offered_in_order_negotiated_and_used() {
 
         negotiate(&a, &b).await;
         connected(&h, &a, LIMIT).await;
-        let answer = a.remote_description().await.unwrap().sdp;
+        let answer = a.remote_description().await.unwrap().unwrap().sdp;
         assert_eq!(
             codec_order(&answer, "video").first().map(String::as_str),
             Some("vp9")
@@ -141,7 +141,7 @@ fn preferred_codecs_are_offered_in_order_negotiated_and_used() {
             audio.write_rtp(packet(seq, 160)).await.unwrap();
         }
         let remote = take_tracks(&h, &mut tracks_b, 2).await;
-        let local = b.local_description().await.unwrap().sdp;
+        let local = b.local_description().await.unwrap().unwrap().sdp;
         for t in &remote {
             let (mime, name) = match t.kind() {
                 RtpCodecKind::Video => ("video/vp9", "vp9"),

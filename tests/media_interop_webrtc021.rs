@@ -41,10 +41,10 @@ async fn webrtc021_receives_our_simulcast_layer_by_layer() {
 
     let offer = ours.create_offer().await.unwrap();
     ours.set_local_description(offer).await.unwrap();
-    ours.gathering_complete().await;
+    ours.gathering_complete().await.unwrap();
     theirs
         .pc
-        .set_remote_description(ours.local_description().await.unwrap())
+        .set_remote_description(ours.local_description().await.unwrap().unwrap())
         .await
         .unwrap();
     let answer = theirs.pc.create_answer(None).await.unwrap();

@@ -53,7 +53,7 @@ fn three_encodings_arrive_as_three_remote_tracks() {
         assert_eq!(ssrcs.len(), 3, "an SSRC per layer");
 
         negotiate(&a, &b).await;
-        let offer = b.remote_description().await.unwrap().sdp;
+        let offer = b.remote_description().await.unwrap().unwrap().sdp;
         for rid in RIDS {
             assert!(offer.contains(&format!("a=rid:{rid} send")), "{offer}");
         }

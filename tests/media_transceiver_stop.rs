@@ -148,8 +148,8 @@ fn the_sender_stops_its_transceiver() {
         assert!(matches!(err, Err(Error::TransceiverStopped)), "{err:?}");
 
         negotiate(&f.a, &f.b).await;
-        let offer = f.a.local_description().await.unwrap().sdp;
-        let answer = f.b.local_description().await.unwrap().sdp;
+        let offer = f.a.local_description().await.unwrap().unwrap().sdp;
+        let answer = f.b.local_description().await.unwrap().unwrap().sdp;
         for (what, sdp) in [("offer", &offer), ("answer", &answer)] {
             assert_eq!(port(sdp, "video"), 0, "{what}:\n{sdp}");
             assert_ne!(port(sdp, "audio"), 0, "{what}:\n{sdp}");
@@ -194,8 +194,8 @@ fn the_receiver_stops_the_transceiver() {
         // Until the renegotiation, the sender does not know.
         f.video.write_rtp(packet(10, 300)).await.unwrap();
         negotiate(&f.b, &f.a).await;
-        let offer = f.b.local_description().await.unwrap().sdp;
-        let answer = f.a.local_description().await.unwrap().sdp;
+        let offer = f.b.local_description().await.unwrap().unwrap().sdp;
+        let answer = f.a.local_description().await.unwrap().unwrap().sdp;
         for (what, sdp) in [("offer", &offer), ("answer", &answer)] {
             assert_eq!(port(sdp, "video"), 0, "{what}:\n{sdp}");
             assert_ne!(port(sdp, "audio"), 0, "{what}:\n{sdp}");
@@ -241,7 +241,7 @@ fn a_receive_only_transceiver_is_stopped_through_its_handle() {
         receive.stop().await.unwrap();
         assert_eq!(until_end(&h, &remote).await, 0);
         negotiate(&a, &b).await;
-        let offer = a.local_description().await.unwrap().sdp;
+        let offer = a.local_description().await.unwrap().unwrap().sdp;
         assert_eq!(port(&offer, "video"), 0, "{offer}");
         let err = video.write_rtp(packet(5, 300)).await;
         assert!(matches!(err, Err(Error::TransceiverStopped)), "{err:?}");

@@ -269,7 +269,11 @@ async fn stun_server_yields_a_server_reflexive_candidate_and_a_forged_answer_doe
     let refused = pc.filter_stats().unauthenticated_stun;
     assert!(refused >= 1, "{:?}", pc.filter_stats());
     // The local description holds it too, and no server failed.
-    let desc = pc.local_description().await.expect("local description");
+    let desc = pc
+        .local_description()
+        .await
+        .unwrap()
+        .expect("local description");
     assert!(desc.sdp.contains("typ srflx"), "{}", desc.sdp);
     pc.close().await.expect("close");
     assert!(errors.next().await.is_none(), "no error expected");

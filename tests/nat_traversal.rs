@@ -152,7 +152,11 @@ fn candidate_types(sdp: &str) -> Vec<String> {
 /// Fails, saying which gathering is missing, unless `pc`'s complete local description has a
 /// candidate of type `typ`.
 async fn assert_gathered(pc: &PeerConnection, who: &str, typ: &str) {
-    let desc = pc.local_description().await.expect("local description");
+    let desc = pc
+        .local_description()
+        .await
+        .unwrap()
+        .expect("local description");
     let types = candidate_types(&desc.sdp);
     assert!(
         types.iter().any(|t| t == typ),

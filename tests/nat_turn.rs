@@ -71,8 +71,8 @@ async fn connect(
         .expect("dc b");
     within("open a", dc_a.opened()).await.expect("open a");
     within("open b", dc_b.opened()).await.expect("open b");
-    let ca = candidates_in(&a.local_description().await.expect("a desc").sdp);
-    let cb = candidates_in(&b.local_description().await.expect("b desc").sdp);
+    let ca = candidates_in(&a.local_description().await.unwrap().expect("a desc").sdp);
+    let cb = candidates_in(&b.local_description().await.unwrap().expect("b desc").sdp);
     (dc_a, dc_b, ca, cb)
 }
 

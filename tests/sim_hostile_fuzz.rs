@@ -281,8 +281,8 @@ fn run(seed: u64, datagrams: u64) {
             }
         });
         let target = Target {
-            victim_ufrag: ufrag(&b.local_description().await.unwrap().sdp),
-            peer_ufrag: ufrag(&a.local_description().await.unwrap().sdp),
+            victim_ufrag: ufrag(&b.local_description().await.unwrap().unwrap().sdp),
+            peer_ufrag: ufrag(&a.local_description().await.unwrap().unwrap().sdp),
         };
         let (victim, peer) = (b.local_addrs()[0], a.local_addrs()[0]);
         let mut g = Gen(seed);

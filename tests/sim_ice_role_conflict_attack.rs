@@ -50,15 +50,15 @@ fn connect_under_attack(seed: u64) -> (bool, u64) {
         a.set_local_description(a.create_offer().await.unwrap())
             .await
             .unwrap();
-        a.gathering_complete().await;
-        b.set_remote_description(a.local_description().await.unwrap())
+        a.gathering_complete().await.unwrap();
+        b.set_remote_description(a.local_description().await.unwrap().unwrap())
             .await
             .unwrap();
         b.set_local_description(b.create_answer().await.unwrap())
             .await
             .unwrap();
-        b.gathering_complete().await;
-        let answer = b.local_description().await.unwrap();
+        b.gathering_complete().await.unwrap();
+        let answer = b.local_description().await.unwrap().unwrap();
 
         let stop = Arc::new(AtomicBool::new(false));
         let victim = b.local_addrs()[0];

@@ -601,10 +601,10 @@ fn glare_is_resolved_by_rolling_back_the_polite_peers_offer() {
             pc.set_local_description(pc.create_offer().await.unwrap())
                 .await
                 .unwrap();
-            pc.gathering_complete().await;
+            pc.gathering_complete().await.unwrap();
         }
-        let offer_impolite = impolite.local_description().await.unwrap();
-        let offer_polite = polite.local_description().await.unwrap();
+        let offer_impolite = impolite.local_description().await.unwrap().unwrap();
+        let offer_polite = polite.local_description().await.unwrap().unwrap();
         assert_eq!(
             impolite.signaling_state(),
             RTCSignalingState::HaveLocalOffer
@@ -622,7 +622,7 @@ fn glare_is_resolved_by_rolling_back_the_polite_peers_offer() {
             .await
             .unwrap();
         impolite
-            .set_remote_description(polite.local_description().await.unwrap())
+            .set_remote_description(polite.local_description().await.unwrap().unwrap())
             .await
             .unwrap();
         // The polite peer's own track needs a negotiation of its own.
@@ -669,9 +669,9 @@ fn receive_only_offerer_and_replaced_track() {
             .set_local_description(viewer.create_offer().await.unwrap())
             .await
             .unwrap();
-        viewer.gathering_complete().await;
+        viewer.gathering_complete().await.unwrap();
         camera
-            .set_remote_description(viewer.local_description().await.unwrap())
+            .set_remote_description(viewer.local_description().await.unwrap().unwrap())
             .await
             .unwrap();
         // The answerer's track takes the offered transceiver.
@@ -686,9 +686,9 @@ fn receive_only_offerer_and_replaced_track() {
             .set_local_description(camera.create_answer().await.unwrap())
             .await
             .unwrap();
-        camera.gathering_complete().await;
+        camera.gathering_complete().await.unwrap();
         viewer
-            .set_remote_description(camera.local_description().await.unwrap())
+            .set_remote_description(camera.local_description().await.unwrap().unwrap())
             .await
             .unwrap();
         connected(&h, &camera, LIMIT).await;

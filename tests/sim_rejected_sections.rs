@@ -68,16 +68,16 @@ fn rejected_video_leaves_a_usable_answer_and_the_channel_opens() {
             .set_local_description(offerer.create_offer().await.unwrap())
             .await
             .unwrap();
-        offerer.gathering_complete().await;
+        offerer.gathering_complete().await.unwrap();
         answerer
-            .set_remote_description(offerer.local_description().await.unwrap())
+            .set_remote_description(offerer.local_description().await.unwrap().unwrap())
             .await
             .unwrap();
         let answer = answerer.create_answer().await.unwrap();
         // What create_answer returns is accepted back by set_local_description.
         answerer.set_local_description(answer).await.unwrap();
-        answerer.gathering_complete().await;
-        let answer = answerer.local_description().await.unwrap();
+        answerer.gathering_complete().await.unwrap();
+        let answer = answerer.local_description().await.unwrap().unwrap();
 
         let s = sections(&answer.sdp);
         assert_eq!(s.len(), 2, "{}", answer.sdp);

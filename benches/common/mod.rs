@@ -88,14 +88,14 @@ pub async fn ours_pair() -> (PeerConnection, PeerConnection, DataChannel, DataCh
 pub async fn negotiate(a: &PeerConnection, b: &PeerConnection) {
     let offer = a.create_offer().await.unwrap();
     a.set_local_description(offer).await.unwrap();
-    a.gathering_complete().await;
-    b.set_remote_description(a.local_description().await.unwrap())
+    a.gathering_complete().await.unwrap();
+    b.set_remote_description(a.local_description().await.unwrap().unwrap())
         .await
         .unwrap();
     let answer = b.create_answer().await.unwrap();
     b.set_local_description(answer).await.unwrap();
-    b.gathering_complete().await;
-    a.set_remote_description(b.local_description().await.unwrap())
+    b.gathering_complete().await.unwrap();
+    a.set_remote_description(b.local_description().await.unwrap().unwrap())
         .await
         .unwrap();
 }

@@ -55,10 +55,14 @@ pub async fn answer<T>(
     // Host candidates only: gathering is immediate.
     let _ = tokio::time::timeout(Duration::from_secs(5), pc.gathering_complete()).await;
     match pc.local_description().await {
-        Some(answer) => Ok((pc, made, answer)),
-        None => {
+        Ok(Some(answer)) => Ok((pc, made, answer)),
+        Ok(None) => {
             let _ = pc.close().await;
             Err("no local description".to_owned())
+        }
+        Err(e) => {
+            let _ = pc.close().await;
+            Err(e.to_string())
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeMap,
     sync::{Arc, atomic::Ordering},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use bytes::BytesMut;
@@ -27,6 +27,12 @@ use crate::{
     sync::lock,
 };
 
+/// How long a channel closed by the application may stay `Closing`: waiting for the data sent
+/// before the close to be delivered, then for the peer to acknowledge the stream reset. A peer
+/// that does neither in time (a dead path, a stalled receiver) gets the channel closed
+/// locally: its streams end and what was still unsent is lost.
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The connection's data channels and what the driver tracks of them.
 pub(super) struct Channels {
     shared: Arc<Shared>,
@@ -34,8 +40,12 @@ pub(super) struct Channels {
     event_capacity: usize,
     /// Ordered by id, so that whatever walks the channels does so in the same order every run.
     map: BTreeMap<RTCDataChannelId, Channel>,
-    /// Channels closing locally, waiting for their sent data to be delivered.
-    closing: Vec<RTCDataChannelId>,
+    /// Channels closing locally, waiting for their sent data to be delivered, with the
+    /// deadline of their close.
+    closing: Vec<(RTCDataChannelId, Instant)>,
+    /// Channels whose stream reset has started, waiting for the core to report them closed,
+    /// with the deadline of their close.
+    resetting: Vec<(RTCDataChannelId, Instant)>,
     /// Channels the core reported closed, waiting for their received messages to be read
     /// from the core.
     closed: Vec<RTCDataChannelId>,
@@ -62,6 +72,7 @@ impl Channels {
             event_capacity,
             map: BTreeMap::new(),
             closing: Vec::new(),
+            resetting: Vec::new(),
             closed: Vec::new(),
             busy: Vec::new(),
             parked: None,
@@ -83,7 +94,7 @@ impl Channels {
             .create_data_channel(label, Some(init))
             .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?
             .id();
-        let dc = self.register(core, id).ok_or(Error::Closed)?;
+        let dc = self.register(core, id).ok_or(Error::DataChannelClosed)?;
         lock(&self.shared.hub).announce_local_channel(&dc);
         Ok(dc)
     }
@@ -163,36 +174,68 @@ impl Channels {
     /// The application closes channel `id`. The core resets the stream at once, ahead of
     /// messages still queued; so the reset waits until everything sent before the close has
     /// been delivered.
-    pub(super) fn close(&mut self, id: RTCDataChannelId) {
+    pub(super) fn close(&mut self, id: RTCDataChannelId, now: Instant) {
         if let Some(ch) = self.map.get(&id) {
             ch.dc.set_state(RTCDataChannelState::Closing);
-            if !self.closing.contains(&id) {
-                self.closing.push(id);
+            let known = |list: &[(RTCDataChannelId, Instant)]| list.iter().any(|(c, _)| *c == id);
+            if !known(&self.closing) && !known(&self.resetting) {
+                self.closing.push((id, now + CLOSE_TIMEOUT));
             }
         }
     }
 
-    /// Starts the stream reset of closing channels whose sent data has all been delivered.
-    pub(super) fn close_drained(&mut self, core: &mut RTCPeerConnection) {
-        if self.closing.is_empty() {
+    /// Starts the stream reset of closing channels whose sent data has all been delivered,
+    /// and closes locally those past their deadline.
+    pub(super) fn close_drained(&mut self, core: &mut RTCPeerConnection, now: Instant) {
+        if self.closing.is_empty() && self.resetting.is_empty() {
             return;
         }
         let map = &self.map;
-        self.closing.retain(|id| {
-            let Some(ch) = map.get(id) else {
+        let resetting = &mut self.resetting;
+        self.closing.retain(|&(id, deadline)| {
+            let Some(ch) = map.get(&id) else {
                 return false;
             };
-            let Some(mut dc) = core.data_channel(*id) else {
+            let Some(mut dc) = core.data_channel(id) else {
                 return false;
             };
-            if ch.dc.pending.load(Ordering::Acquire) > 0 || dc.outstanding_bytes() > 0 {
+            let drained = ch.dc.pending.load(Ordering::Acquire) == 0 && dc.outstanding_bytes() == 0;
+            if !drained && now < deadline {
                 return true;
             }
             if let Err(e) = dc.close() {
                 debug!("close of channel {id}: {e}");
             }
+            resetting.push((id, deadline));
             false
         });
+        let mut expired = Vec::new();
+        self.resetting.retain(|&(id, deadline)| {
+            if !map.contains_key(&id) {
+                return false; // the core reported it closed
+            }
+            if now < deadline {
+                return true;
+            }
+            expired.push(id);
+            false
+        });
+        for id in expired {
+            debug!("channel {id} not closed by the peer in time: closed locally");
+            if let Some(ch) = self.map.remove(&id) {
+                ch.dc.set_state(RTCDataChannelState::Closed);
+            }
+            self.closed.retain(|c| *c != id);
+        }
+    }
+
+    /// The earliest deadline of a closing channel.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.closing
+            .iter()
+            .chain(&self.resetting)
+            .map(|(_, deadline)| *deadline)
+            .min()
     }
 
     /// A data-channel event of the core.
@@ -262,7 +305,8 @@ impl Channels {
             if let Some(ch) = self.map.remove(&id) {
                 ch.dc.set_state(RTCDataChannelState::Closed);
             }
-            self.closing.retain(|c| *c != id);
+            self.closing.retain(|(c, _)| *c != id);
+            self.resetting.retain(|(c, _)| *c != id);
         }
     }
 

@@ -12,6 +12,10 @@ use rtc::peer_connection::{
 use super::sdp::{Section, format_list, media_sections};
 use crate::error::{Error, Result};
 
+/// Remote candidates kept while the remote description is not set yet (a real peer sends a
+/// few dozen at most).
+pub(crate) const MAX_EARLY_CANDIDATES: usize = 256;
+
 /// ICE state the driver keeps beside the core: remote candidates that came before the remote
 /// description, and whether local candidates were gathered.
 #[derive(Default)]
@@ -49,13 +53,18 @@ impl Ice {
     }
 
     /// Adds a remote candidate, or keeps it until the remote description is set (the core
-    /// refuses candidates before).
+    /// refuses candidates before; at most [`MAX_EARLY_CANDIDATES`] are kept).
     pub(super) fn add_remote(
         &mut self,
         core: &mut RTCPeerConnection,
         candidate: RTCIceCandidateInit,
     ) -> Result<()> {
         let Some(remote) = core.remote_description() else {
+            if self.early_candidates.len() >= MAX_EARLY_CANDIDATES {
+                return Err(Error::TooManyEarlyCandidates {
+                    max: MAX_EARLY_CANDIDATES,
+                });
+            }
             self.early_candidates.push(candidate);
             return Ok(());
         };

@@ -235,10 +235,10 @@ impl Media {
         };
         // The preferences in force, to restore after finding the codec refused.
         let Some(current) = codec_capabilities(core, id, kind) else {
-            return Err(Error::Closed);
+            return Err(Error::TransceiverStopped);
         };
         let Some(mut t) = core.rtp_transceiver(id) else {
-            return Err(Error::Closed);
+            return Err(Error::TransceiverStopped);
         };
         // The core checks the whole list before it changes anything.
         if t.set_codec_preferences(params(&codecs)).is_err() {
@@ -277,7 +277,7 @@ impl Media {
             return Ok(());
         }
         let Some(mut t) = core.rtp_transceiver(id) else {
-            return Err(Error::Closed);
+            return Err(Error::TransceiverStopped);
         };
         t.stop()
             .map_err(|e| Error::InvalidOperation(CoreError::from(e)))?;
@@ -403,7 +403,7 @@ impl Media {
         spec: TrackSpec,
     ) -> Result<()> {
         let Some(shared) = self.senders.iter().find(|s| s.id == sender) else {
-            return Err(Error::Closed);
+            return Err(Error::TransceiverStopped);
         };
         if shared.kind != spec.kind {
             return Err(Error::InvalidOperation(CoreError::from(
@@ -412,7 +412,7 @@ impl Media {
         }
         let track = media_track(&spec, &shared.layers);
         let Some(mut s) = core.rtp_sender(sender) else {
-            return Err(Error::Closed);
+            return Err(Error::TransceiverStopped);
         };
         s.replace_track(track)
             .map_err(|e| Error::InvalidOperation(CoreError::from(e)))
@@ -429,7 +429,7 @@ impl Media {
             (t.sender() == Some(sender)).then(|| t.set_direction(direction))
         });
         if found.is_empty() {
-            Err(Error::Closed)
+            Err(Error::TransceiverStopped)
         } else {
             Ok(())
         }

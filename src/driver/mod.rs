@@ -39,6 +39,7 @@ use rtc::{
         state::{
             RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
         },
+        transport::{RTCDtlsTransportState, RTCSctpTransportState},
     },
     sansio::Protocol,
     statistics::StatsSelector,
@@ -54,7 +55,7 @@ use self::{
     sockets::Io,
 };
 use crate::{
-    error::{CoreError, Error},
+    error::{CloseReason, CoreError, Error},
     runtime::{AsyncTimer, Runtime},
     shared::{Shared, command::Command, hub::Raw},
     sync::lock,
@@ -73,6 +74,8 @@ const MIN_IMMEDIATE_TIMEOUT_INTERVAL: Duration = Duration::from_millis(1);
 pub(crate) struct DriverConfig {
     pub(crate) event_capacity: usize,
     pub(crate) high_water_mark: usize,
+    /// How long a `Failed` connection waits for an ICE restart before it closes itself.
+    pub(crate) failed_timeout: Duration,
     /// STUN and TURN servers, and how to use them.
     pub(crate) nat: nat::NatConfig,
 }
@@ -100,6 +103,14 @@ pub(crate) struct Driver {
     /// Run `handle_timeout` once more in this round (the DTLS client's first flight waits
     /// for one after ICE connects).
     kick_timeout: bool,
+    /// See [`DriverConfig::failed_timeout`].
+    failed_timeout: Duration,
+    /// While the connection is `Failed`: when it closes itself.
+    failed: Option<Instant>,
+    /// The connection has been `Connected` (so a later ICE failure is lost consent).
+    was_connected: bool,
+    /// The SCTP association has been up (so its end is the peer's doing).
+    sctp_was_up: bool,
     finished: bool,
 }
 
@@ -136,6 +147,10 @@ impl Driver {
             channels,
             media,
             kick_timeout: false,
+            failed_timeout: config.failed_timeout,
+            failed: None,
+            was_connected: false,
+            sctp_was_up: false,
             finished: false,
         }
     }
@@ -159,7 +174,7 @@ impl Driver {
                 }
                 Poll::Ready(None) => {
                     debug!("last handle dropped: closing");
-                    self.shutdown(cx);
+                    self.shutdown(cx, CloseReason::Local);
                     return true;
                 }
                 Poll::Pending => break,
@@ -276,11 +291,11 @@ impl Driver {
             }
             Command::Send { id, payload } => self.channels.send(&mut self.core, now, id, payload),
             Command::CloseChannel { id, reply } => {
-                self.channels.close(id);
+                self.channels.close(id, now);
                 let _ = reply.send(Ok(()));
             }
             Command::Close { reply } => {
-                self.shutdown(cx);
+                self.shutdown(cx, CloseReason::Local);
                 let _ = reply.send(Ok(()));
             }
             Command::AddTrack { track, reply } => {
@@ -489,7 +504,10 @@ impl Driver {
                 self.publish(Raw::IceGathering(s))
             }
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) => {
+                self.failed = (s == RTCPeerConnectionState::Failed)
+                    .then(|| self.runtime.now() + self.failed_timeout);
                 if s == RTCPeerConnectionState::Connected {
+                    self.was_connected = true;
                     // Connected means the DTLS handshake has completed.
                     self.io.dtls_complete(&mut self.core);
                     self.media.connected(&mut self.core);
@@ -546,7 +564,15 @@ impl Driver {
     fn arm_timer(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
         let core = self.core.poll_timeout();
         let nat = self.io.nat.poll_timeout();
-        let Some(mut deadline) = core.into_iter().chain(nat).min() else {
+        let closing = self.channels.poll_timeout();
+        let failed = self.failed;
+        let Some(mut deadline) = core
+            .into_iter()
+            .chain(nat)
+            .chain(closing)
+            .chain(failed)
+            .min()
+        else {
             self.timer_deadline = None;
             return false;
         };
@@ -561,12 +587,50 @@ impl Driver {
         self.timer.as_mut().poll(cx).is_ready()
     }
 
+    /// Whether the peer closed the connection: `rtc` reports its DTLS close_notify only as a
+    /// closed DTLS transport (the connection state stays `Connected`), and an SCTP ABORT or
+    /// SHUTDOWN as a closed association.
+    fn closed_by_peer(&mut self) -> bool {
+        if !self.was_connected {
+            return false;
+        }
+        let Some(sctp) = self.core.sctp() else {
+            return false;
+        };
+        if sctp.transport().state() == RTCDtlsTransportState::Closed {
+            return true;
+        }
+        let sctp_up = sctp.state() == RTCSctpTransportState::Connected;
+        self.sctp_was_up |= sctp_up;
+        // Only while ICE is up: a dead path also ends the association, and that is a failure.
+        let ice_up = matches!(
+            lock(&self.shared.hub).states.ice_connection,
+            RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+        );
+        self.sctp_was_up && !sctp_up && ice_up
+    }
+
+    /// Why the connection failed: no ICE path, lost consent, or a DTLS failure.
+    fn failure(&self) -> CloseReason {
+        let ice_failed = matches!(
+            lock(&self.shared.hub).states.ice_connection,
+            RTCIceConnectionState::Failed | RTCIceConnectionState::Disconnected
+        );
+        match (ice_failed, self.was_connected) {
+            (true, true) => CloseReason::ConsentExpired,
+            (true, false) => CloseReason::IceFailed,
+            (false, _) => CloseReason::DtlsFailed,
+        }
+    }
+
     /// Closes the core, sends its last datagrams, ends every stream and stops.
-    fn shutdown(&mut self, cx: &mut Context<'_>) {
+    fn shutdown(&mut self, cx: &mut Context<'_>, reason: CloseReason) {
         if self.finished {
             return;
         }
         self.finished = true;
+        // Recorded first: every call that fails from here on says why.
+        self.shared.set_close_reason(reason);
         if let Err(e) = self.core.close() {
             debug!("close: {e}");
         }
@@ -606,12 +670,23 @@ impl Future for Driver {
             }
             progress |= this.io.poll_sockets(cx, &mut this.core, &*this.runtime);
             let now = this.runtime.now();
+            if this.failed.is_some_and(|deadline| now >= deadline) {
+                let reason = this.failure();
+                debug!("failed for too long: closing ({reason})");
+                this.shutdown(cx, reason);
+                return Poll::Ready(());
+            }
             progress |= this.io.nat.poll_lookups(cx, now);
             progress |= this.poll_deadline(now);
             progress |= this.drain_core();
+            if progress && this.closed_by_peer() {
+                debug!("closed by the remote peer");
+                this.shutdown(cx, CloseReason::Remote);
+                return Poll::Ready(());
+            }
             progress |= this.io.drain_writes(cx, &mut this.core);
             this.channels.refresh_buffered(&mut this.core);
-            this.channels.close_drained(&mut this.core);
+            this.channels.close_drained(&mut this.core, now);
             if !progress {
                 if this.arm_timer(cx, now) {
                     continue;

@@ -1,6 +1,6 @@
 //! The hub: current states plus one multicast per event kind, fed by the driver.
 
-use std::sync::Arc;
+use std::{collections::VecDeque, sync::Arc};
 
 use rtc::peer_connection::{
     event::RTCPeerConnectionIceErrorEvent,
@@ -14,7 +14,7 @@ use super::{
     channel::{Announced, DcShared},
     media::TrackShared,
 };
-use crate::stream::Multicast;
+use crate::stream::{Held, Multicast, Receiver};
 
 /// An event as the driver publishes it. Data channels travel as their shared state, so an
 /// event sitting unread in a queue does not keep the connection alive; subscribers turn it
@@ -44,6 +44,15 @@ pub(crate) struct States {
 /// Current states plus one multicast per event kind. Publishing and subscribing happen under
 /// one lock, so a new state subscriber sees the current state and then exactly the changes
 /// after it.
+///
+/// Remote data channels, remote tracks and local ICE candidates are not lost when nobody
+/// listens: one published while neither its typed stream (`data_channels()`, `tracks()`,
+/// `ice_candidates()`) nor `events()` has a subscriber is held, in order, and the next
+/// subscriber of either takes it. (So the candidates gathered by `set_local_description`
+/// reach a subscriber that subscribes after the call returned, as W3C's `icecandidate`
+/// events fire after it.) Held candidates are dropped when a new gathering starts and when
+/// the connection is up. At most the event capacity of each kind is held; beyond it the oldest is dropped
+/// and the taker learns how many it missed (as for any subscriber that falls behind).
 pub(crate) struct Hub {
     pub(crate) states: States,
     pub(crate) all: Multicast<Raw>,
@@ -59,6 +68,32 @@ pub(crate) struct Hub {
     /// Locally created channels, for the handler bridge only (it must see every channel; the
     /// events announce remote ones). Lossless: one entry per channel created.
     local_channels: Option<async_channel::Sender<Announced>>,
+    /// What was published while nobody listened, oldest first.
+    held: VecDeque<Raw>,
+    /// Held items dropped because the hold was full, not yet reported, per [`Kind`].
+    held_lost: [u64; 3],
+    capacity: usize,
+}
+
+/// The kinds of events held for the next subscriber.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    DataChannel = 0,
+    Track = 1,
+    Candidate = 2,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::DataChannel, Kind::Track, Kind::Candidate];
+
+    fn of(raw: &Raw) -> Option<Kind> {
+        match raw {
+            Raw::DataChannel(_) => Some(Kind::DataChannel),
+            Raw::Track(_) => Some(Kind::Track),
+            Raw::IceCandidate(_) => Some(Kind::Candidate),
+            _ => None,
+        }
+    }
 }
 
 impl Hub {
@@ -81,11 +116,70 @@ impl Hub {
             negotiation: Multicast::new(capacity),
             tracks: Multicast::new(capacity),
             local_channels: None,
+            held: VecDeque::new(),
+            held_lost: [0; 3],
+            capacity: capacity.max(1),
         }
+    }
+
+    /// Subscribes to `multicast` (one of this hub's), taking the held items of `kind` (of
+    /// every kind if `None`): a new subscriber receives them first.
+    pub(crate) fn subscribe_taking(
+        &mut self,
+        kind: Option<Kind>,
+        multicast: fn(&Hub) -> &Multicast<Raw>,
+    ) -> (Held<Raw>, Receiver<Raw>) {
+        let wants = |k: Kind| kind.is_none_or(|want| want == k);
+        let mut held = Held::default();
+        for k in Kind::ALL {
+            if wants(k) {
+                held.lost += std::mem::take(&mut self.held_lost[k as usize]);
+            }
+        }
+        if !self.held.is_empty() {
+            let (taken, kept) = std::mem::take(&mut self.held)
+                .into_iter()
+                .partition(|raw| Kind::of(raw).is_some_and(wants));
+            held.items = taken;
+            self.held = kept;
+        }
+        (held, multicast(self).subscribe())
+    }
+
+    /// Holds an item of a held kind that nobody listens for. Returns false if somebody does
+    /// (or it is not of a held kind).
+    fn hold(&mut self, raw: &Raw) -> bool {
+        let Some(kind) = Kind::of(raw) else {
+            return false;
+        };
+        let typed = match kind {
+            Kind::DataChannel => &self.data_channels,
+            Kind::Track => &self.tracks,
+            Kind::Candidate => &self.candidates,
+        };
+        if self.all.has_subscribers() || typed.has_subscribers() {
+            return false;
+        }
+        if self
+            .held
+            .iter()
+            .filter(|r| Kind::of(r) == Some(kind))
+            .count()
+            >= self.capacity
+            && let Some(i) = self.held.iter().position(|r| Kind::of(r) == Some(kind))
+        {
+            self.held.remove(i);
+            self.held_lost[kind as usize] += 1;
+        }
+        self.held.push_back(raw.clone());
+        true
     }
 
     /// Records and fans out one event. State events that do not change the state are dropped.
     pub(crate) fn publish(&mut self, raw: Raw) {
+        if self.hold(&raw) {
+            return;
+        }
         let s = &mut self.states;
         let typed = match &raw {
             Raw::IceCandidate(_) => &self.candidates,
@@ -93,6 +187,11 @@ impl Hub {
             Raw::Connection(v) => {
                 if std::mem::replace(&mut s.connection, *v) == *v {
                     return;
+                }
+                if *v == RTCPeerConnectionState::Connected {
+                    // Connected: the peer had what it needed; nobody asked for these.
+                    self.held.retain(|r| !matches!(r, Raw::IceCandidate(_)));
+                    self.held_lost[Kind::Candidate as usize] = 0;
                 }
                 &self.connection
             }
@@ -111,6 +210,11 @@ impl Hub {
             Raw::IceGathering(v) => {
                 if std::mem::replace(&mut s.ice_gathering, *v) == *v {
                     return;
+                }
+                if *v == RTCIceGatheringState::Gathering {
+                    // A new gathering: candidates of the previous one nobody took are stale.
+                    self.held.retain(|r| !matches!(r, Raw::IceCandidate(_)));
+                    self.held_lost[Kind::Candidate as usize] = 0;
                 }
                 &self.ice_gathering
             }

@@ -23,8 +23,9 @@ use self::{
     hub::Hub,
 };
 use crate::{
-    error::{Error, Result},
+    error::{CloseReason, Error, Result},
     runtime::Runtime,
+    sync::lock,
 };
 
 /// State shared by the driver and every handle.
@@ -35,6 +36,41 @@ pub(crate) struct Shared {
     pub(crate) filter: Arc<FilterCounters>,
     /// The receive budget all channel inboxes share.
     pub(crate) budget: Arc<ReceiveBudget>,
+    /// Why the connection closed, set once by the driver before it stops.
+    pub(crate) close_reason: Mutex<Option<CloseReason>>,
+}
+
+impl Shared {
+    pub(crate) fn new(hub: Hub, filter: Arc<FilterCounters>, budget: Arc<ReceiveBudget>) -> Self {
+        Self {
+            hub: Mutex::new(hub),
+            driver_waker: Arc::default(),
+            filter,
+            budget,
+            close_reason: Mutex::new(None),
+        }
+    }
+
+    /// Records why the connection closes; the first reason recorded stays.
+    pub(crate) fn set_close_reason(&self, reason: CloseReason) {
+        lock(&self.close_reason).get_or_insert(reason);
+    }
+
+    /// Why the connection closed: [`CloseReason::DriverGone`] if its driver stopped without
+    /// saying.
+    pub(crate) fn close_reason(&self) -> CloseReason {
+        lock(&self.close_reason).unwrap_or(CloseReason::DriverGone)
+    }
+
+    /// Whether the connection is closed (or closing).
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.close_reason).is_some()
+    }
+
+    /// The error of a call on the closed connection.
+    pub(crate) fn closed(&self) -> Error {
+        Error::Closed(self.close_reason())
+    }
 }
 
 /// What every handle of one connection holds. When the last one is dropped, the command channel
@@ -51,8 +87,11 @@ impl ConnHandle {
     /// Sends a command and waits for the driver's reply.
     pub(crate) async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.cmd.send(make(tx)).await.map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)?
+        self.cmd
+            .send(make(tx))
+            .await
+            .map_err(|_| self.shared.closed())?;
+        rx.await.map_err(|_| self.shared.closed())?
     }
 
     /// A handle whose connection is gone: every command fails with [`Error::Closed`]. Stands
@@ -61,14 +100,12 @@ impl ConnHandle {
     pub(crate) fn detached() -> Arc<Self> {
         // No receiver: every command fails as on a closed connection.
         let (cmd, _) = async_channel::bounded(1);
+        let shared = Shared::new(Hub::new(1), Arc::default(), Arc::new(ReceiveBudget::new(1)));
+        // Made only after the last handle was dropped, which closes the connection.
+        shared.set_close_reason(CloseReason::Local);
         Arc::new(Self {
             cmd,
-            shared: Arc::new(Shared {
-                hub: Mutex::new(Hub::new(1)),
-                driver_waker: Arc::default(),
-                filter: Arc::default(),
-                budget: Arc::new(ReceiveBudget::new(1)),
-            }),
+            shared: Arc::new(shared),
             local_addrs: Vec::new(),
             runtime: None,
         })

@@ -43,8 +43,12 @@ pub async fn negotiate(offerer: &PeerConnection, answerer: &PeerConnection) {
         .set_local_description(offer)
         .await
         .expect("sld offer");
-    offerer.gathering_complete().await;
-    let offer = offerer.local_description().await.expect("local offer");
+    offerer.gathering_complete().await.unwrap();
+    let offer = offerer
+        .local_description()
+        .await
+        .unwrap()
+        .expect("local offer");
     answerer
         .set_remote_description(offer)
         .await
@@ -54,8 +58,12 @@ pub async fn negotiate(offerer: &PeerConnection, answerer: &PeerConnection) {
         .set_local_description(answer)
         .await
         .expect("sld answer");
-    answerer.gathering_complete().await;
-    let answer = answerer.local_description().await.expect("local answer");
+    answerer.gathering_complete().await.unwrap();
+    let answer = answerer
+        .local_description()
+        .await
+        .unwrap()
+        .expect("local answer");
     offerer
         .set_remote_description(answer)
         .await

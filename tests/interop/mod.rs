@@ -165,9 +165,10 @@ pub async fn our_peer(max_message_size: u32) -> PeerConnection {
 
 /// Our complete local description (all candidates) after applying `desc`.
 pub async fn local_sdp_after_gathering(pc: &PeerConnection) -> String {
-    pc.gathering_complete().await;
+    pc.gathering_complete().await.unwrap();
     pc.local_description()
         .await
+        .expect("connection open")
         .expect("local description after gathering")
         .sdp
 }

@@ -86,11 +86,11 @@
 //!
 //!     // Signaling without trickle ICE: full descriptions once gathering is complete.
 //!     a.set_local_description(a.create_offer().await?).await?;
-//!     a.gathering_complete().await;
-//!     b.set_remote_description(a.local_description().await.unwrap()).await?;
+//!     a.gathering_complete().await?;
+//!     b.set_remote_description(a.local_description().await?.unwrap()).await?;
 //!     b.set_local_description(b.create_answer().await?).await?;
-//!     b.gathering_complete().await;
-//!     a.set_remote_description(b.local_description().await.unwrap()).await?;
+//!     b.gathering_complete().await?;
+//!     a.set_remote_description(b.local_description().await?.unwrap()).await?;
 //!
 //!     dc.send(Bytes::from_static(b"hello")).await?;
 //!     let remote = sim
