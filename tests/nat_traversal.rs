@@ -178,9 +178,17 @@ async fn exchange(a: &PeerConnection, b: &PeerConnection) {
         .await
         .expect("create channel");
     // The channel was created after negotiation: its DCEP open goes over the SCTP association.
-    let dc_b = within("remote channel", incoming.next())
-        .await
-        .expect("channel stream ended");
+    // Remote channels wait for their first reader, so the "setup" channel of the case (opened
+    // before anyone on b listened) comes first: skip it.
+    let dc_b = within("remote channel", async {
+        loop {
+            let dc = incoming.next().await.expect("channel stream ended");
+            if dc.label() == "nat" {
+                return dc;
+            }
+        }
+    })
+    .await;
     within("open a", dc_a.opened()).await.expect("open a");
     within("open b", dc_b.opened()).await.expect("open b");
     let mut from_a = dc_b.messages();
