@@ -17,9 +17,9 @@ use std::{
 use bytes::Bytes;
 use futures::StreamExt;
 use webrtc_streams::{
-    DataChannel, DataChannelMessage, EventStream, PeerConnection,
+    DataChannel, DataChannelMessage, EventStream, PeerConnection, PeerConnectionBuilder,
     rtc::peer_connection::{
-        configuration::setting_engine::{SctpMaxMessageSize, SettingEngine, SettingEngineBuilder},
+        configuration::setting_engine::{SctpMaxMessageSize, SettingEngine},
         state::RTCPeerConnectionState,
     },
 };
@@ -143,13 +143,12 @@ pub async fn echo_and_verify(dc: &DataChannel, script: Script) -> Result<(), Str
     Ok(())
 }
 
-/// Settings for our side: the largest SCTP message we accept (and advertise in the SDP as
-/// `a=max-message-size`), and no extra wait before a peer-reflexive pair is accepted (both
-/// remote stacks reach us from a candidate they never signal).
+/// Settings for our side: the crate's defaults (which accept the peer-reflexive pair both
+/// remote stacks reach us from without rtc's extra second) and the largest SCTP message we
+/// accept (and advertise in the SDP as `a=max-message-size`).
 pub fn setting_engine(max_message_size: u32) -> SettingEngine {
-    SettingEngineBuilder::new()
+    PeerConnectionBuilder::default_settings()
         .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(max_message_size))
-        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
         .build()
 }
 
