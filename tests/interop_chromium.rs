@@ -21,18 +21,10 @@
 
 mod interop;
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use interop::{Script, TempDir, bounded, browser::Browser, step};
+use interop::{PageServer, Script, TempDir, bounded, browser::Browser, step};
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-    task::JoinHandle,
-};
 use webrtc_streams::rtc::peer_connection::sdp::RTCSessionDescription;
 
 /// The largest message: 256 KiB, both ways. Also what our side advertises as
@@ -44,8 +36,6 @@ const SCENARIO_LIMIT: Duration = Duration::from_secs(120);
 const STEP_LIMIT: Duration = Duration::from_secs(45);
 /// Bound on the message exchange.
 const EXCHANGE_LIMIT: Duration = Duration::from_secs(60);
-
-const PAGE: &str = include_str!("interop/page.html");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_offers_we_answer() {
@@ -517,59 +507,4 @@ fn loopback_only(sdp: &str) -> String {
         out.push_str(line);
     }
     out
-}
-
-// ---- the page server ----------------------------------------------------------------------
-
-/// Serves [`PAGE`] to every GET on 127.0.0.1; stops on drop.
-struct PageServer {
-    addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl PageServer {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind page server");
-        let addr = listener.local_addr().expect("page server address");
-        let task = tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    // Read the request head (the page needs nothing else), then answer.
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 2048];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let (status, body) = if head.starts_with(b"GET / ") {
-                        ("200 OK", PAGE)
-                    } else {
-                        ("404 Not Found", "not found")
-                    };
-                    let resp = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n\
-                         Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = stream.write_all(resp.as_bytes()).await;
-                    let _ = stream.shutdown().await;
-                });
-            }
-        });
-        Self { addr, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-}
-
-impl Drop for PageServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }

@@ -9,6 +9,7 @@ pub mod browser;
 
 use std::{
     future::Future,
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command},
     time::{Duration, Instant},
@@ -16,6 +17,11 @@ use std::{
 
 use bytes::Bytes;
 use futures::StreamExt;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+    task::JoinHandle,
+};
 use webrtc_streams::{
     DataChannel, DataChannelMessage, EventStream, PeerConnection, PeerConnectionBuilder,
     rtc::peer_connection::{
@@ -533,4 +539,62 @@ pub fn encode_opus(dir: &Path, seconds: u32) -> Result<PathBuf, String> {
         return Err(format!("ffmpeg failed: {status}"));
     }
     Ok(out)
+}
+
+// ---- the page server ----------------------------------------------------------------------
+
+/// The page the browsers load: its functions are the browser side of every scenario.
+pub const PAGE: &str = include_str!("page.html");
+
+/// Serves [`PAGE`] to every GET on 127.0.0.1; stops on drop.
+pub struct PageServer {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl PageServer {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind page server");
+        let addr = listener.local_addr().expect("page server address");
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    // Read the request head (the page needs nothing else), then answer.
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 2048];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let (status, body) = if head.starts_with(b"GET / ") {
+                        ("200 OK", PAGE)
+                    } else {
+                        ("404 Not Found", "not found")
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n\
+                         Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(resp.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        Self { addr, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+impl Drop for PageServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
