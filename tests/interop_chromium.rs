@@ -19,7 +19,12 @@
 //! The WebDriver client is about a hundred lines of HTTP/1.1 + JSON over a Tokio `TcpStream`:
 //! the four commands used here do not justify a WebDriver crate and its dependency tree.
 
+/// The coturn launcher of the NAT tests (and the namespace helpers it uses).
+#[path = "common/coturn.rs"]
+mod coturn;
 mod interop;
+#[path = "common/netns.rs"]
+mod netns;
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +45,13 @@ const EXCHANGE_LIMIT: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_offers_we_answer() {
     run("chromium offers", Role::Offerer).await;
+}
+
+/// Chromium offers with `iceTransportPolicy: "relay"` and a coturn on 127.0.0.1 as its only
+/// ICE server: it signals only its relayed candidate and reaches us through the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_offers_through_a_turn_relay_only() {
+    run("chromium offers, relay only", Role::OffererRelayOnly).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,6 +95,7 @@ enum Role {
     SimulcastSender,
     Offerer,
     OffererWithVideo,
+    OffererRelayOnly,
     Answerer,
     MediaSender,
     MediaReceiver,
@@ -355,8 +368,16 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
         Role::SimulcastSender => return simulcast_scenario(browser).await,
         Role::MediaSender => return media_scenario(browser).await,
         Role::MediaReceiver => return send_media_scenario(browser).await,
-        Role::Offerer | Role::OffererWithVideo | Role::Answerer => {}
+        Role::Offerer | Role::OffererWithVideo | Role::OffererRelayOnly | Role::Answerer => {}
     }
+    // Chromium's only ICE server in the relay-only case; killed (by PID) when dropped.
+    let turn = match role {
+        Role::OffererRelayOnly => Some(
+            coturn::Coturn::start(coturn::CoturnConfig::default())
+                .map_err(|e| format!("starting coturn: {e}"))?,
+        ),
+        _ => None,
+    };
     let script = Script { big: BIG };
     let signaling_started = Instant::now();
     let pc = interop::our_peer(BIG as u32).await;
@@ -364,12 +385,21 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
     let ours;
     let browser_sdp;
     match role {
-        Role::Offerer | Role::OffererWithVideo => {
-            let call = match role {
-                Role::OffererWithVideo => "offerWithVideo",
-                _ => "offer",
+        Role::Offerer | Role::OffererWithVideo | Role::OffererRelayOnly => {
+            let offer = match &turn {
+                Some(turn) => {
+                    let server = json!([{
+                        "urls": [turn.turn_udp_url()],
+                        "username": turn.config.user,
+                        "credential": turn.config.password,
+                    }]);
+                    browser.call("offerRelay", json!([BIG, server])).await?
+                }
+                None if matches!(role, Role::OffererWithVideo) => {
+                    browser.call("offerWithVideo", json!([BIG])).await?
+                }
+                None => browser.call("offer", json!([BIG])).await?,
             };
-            let offer = browser.call(call, json!([BIG])).await?;
             let offer = loopback_only(offer.as_str().ok_or("offer is not a string")?);
             browser_sdp = offer.clone();
             let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
@@ -458,6 +488,25 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
     }
     if echo["received"].as_u64() != Some(total) || !no_errors(echo) {
         return Err(format!("chromium echoing our channel: {echo}"));
+    }
+    if turn.is_some() {
+        let relayed = report["pair"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("relay "));
+        let only_relay = browser_sdp
+            .lines()
+            .filter(|l| l.starts_with("a=candidate"))
+            .all(|l| l.contains(" typ relay"));
+        if !relayed || !only_relay {
+            return Err(format!(
+                "relay only, but chromium's pair is {} and its candidates {:?}",
+                report["pair"],
+                browser_sdp
+                    .lines()
+                    .filter(|l| l.starts_with("a=candidate"))
+                    .collect::<Vec<_>>()
+            ));
+        }
     }
 
     if !linger().is_zero() {
