@@ -28,7 +28,7 @@ mod netns;
 
 use std::time::{Duration, Instant};
 
-use interop::{PageServer, Script, TempDir, bounded, browser::Browser, step};
+use interop::{PageServer, Script, TempDir, bounded, browser::Browser, loopback_only, step};
 use serde_json::{Value, json};
 use webrtc_streams::rtc::peer_connection::sdp::RTCSessionDescription;
 
@@ -531,29 +531,4 @@ fn linger() -> Duration {
         .ok()
         .and_then(|s| s.parse().ok())
         .map_or(Duration::ZERO, Duration::from_secs)
-}
-
-/// Chromium's description without its non-loopback candidates. On a loopback-only machine
-/// Chromium signals none; where it has other interfaces it signals those, and we drop them so
-/// that our side sends only to 127.0.0.1 — the same peer-reflexive path either way.
-fn loopback_only(sdp: &str) -> String {
-    let mut out = String::with_capacity(sdp.len());
-    for line in sdp.split_inclusive('\n') {
-        if let Some(c) = line.trim_end().strip_prefix("a=candidate:") {
-            // foundation component transport priority address port "typ" type ...
-            let address = c.split_whitespace().nth(4).unwrap_or_default();
-            let loopback = address
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-            if !loopback {
-                eprintln!(
-                    "ignoring chromium's non-loopback candidate: {}",
-                    line.trim_end()
-                );
-                continue;
-            }
-        }
-        out.push_str(line);
-    }
-    out
 }

@@ -598,3 +598,28 @@ impl Drop for PageServer {
         self.task.abort();
     }
 }
+
+/// Chromium's description without its non-loopback candidates. On a loopback-only machine
+/// Chromium signals none; where it has other interfaces it signals those, and we drop them so
+/// that our side sends only to 127.0.0.1 — the same peer-reflexive path either way.
+pub fn loopback_only(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        if let Some(c) = line.trim_end().strip_prefix("a=candidate:") {
+            // foundation component transport priority address port "typ" type ...
+            let address = c.split_whitespace().nth(4).unwrap_or_default();
+            let loopback = address
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                eprintln!(
+                    "ignoring chromium's non-loopback candidate: {}",
+                    line.trim_end()
+                );
+                continue;
+            }
+        }
+        out.push_str(line);
+    }
+    out
+}
