@@ -25,7 +25,10 @@ use rtc::peer_connection::{
     },
     transport::RTCIceCandidateInit,
 };
-use rtc::{rtp_transceiver::RTCRtpTransceiverDirection, statistics::report::RTCStatsReport};
+use rtc::{
+    ice::mdns::MulticastDnsMode, rtp_transceiver::RTCRtpTransceiverDirection,
+    statistics::report::RTCStatsReport,
+};
 
 use crate::{
     data_channel::{
@@ -591,6 +594,8 @@ pub struct PeerConnectionBuilder {
     configuration: RTCConfiguration,
     /// `None`: [`PeerConnectionBuilder::default_settings`].
     setting_engine: Option<SettingEngine>,
+    /// Set by [`PeerConnectionBuilder::mdns`].
+    mdns: Option<MulticastDnsMode>,
     media_engine: MediaEngine,
     default_codecs: bool,
     interceptor_registry: Option<Registry>,
@@ -609,6 +614,7 @@ impl Default for PeerConnectionBuilder {
         Self {
             configuration: RTCConfiguration::default(),
             setting_engine: None,
+            mdns: None,
             media_engine: MediaEngine::default(),
             default_codecs: false,
             interceptor_registry: None,
@@ -719,6 +725,40 @@ impl PeerConnectionBuilder {
             .with_srflx_acceptance_min_wait(Some(Self::REFLEXIVE_WAIT))
             .with_prflx_acceptance_min_wait(Some(Self::REFLEXIVE_WAIT))
             .with_relay_acceptance_min_wait(Some(Self::RELAY_WAIT))
+    }
+
+    /// Multicast DNS (RFC 6762) for ICE candidates, as browsers use it:
+    ///
+    /// - `QueryOnly` (the default): remote `.local` candidates — what browsers signal unless
+    ///   told otherwise — are resolved, and our host candidates carry plain addresses.
+    /// - `QueryAndGather`: as a browser does, our first IPv4 host address is signalled as a
+    ///   random `<uuid>.local` name, and queries for it are answered (`rtc` hides one IPv4
+    ///   address; other host candidates keep theirs).
+    /// - `Disabled`: remote `.local` candidates are ignored.
+    ///
+    /// The multicast socket (224.0.0.251:5353, shared with other mDNS sockets on the host) is
+    /// opened when the first `.local` name is looked up, or at once in gather mode. Where it
+    /// cannot be opened (no multicast route), `.local` candidates stay unresolved and a warning
+    /// is logged; a peer-reflexive pair can still connect. The simulation runtime has no
+    /// multicast: there, `.local` candidates do not resolve.
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// use webrtc_streams::{PeerConnection, rtc::ice::mdns::MulticastDnsMode};
+    /// let pc = PeerConnection::builder()
+    ///     .mdns(MulticastDnsMode::QueryAndGather)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// With a [setting engine](Self::setting_engine), set the mode there
+    /// (`with_multicast_dns_mode`, and `with_multicast_dns_local_ip` for the address to hide);
+    /// [`build`](Self::build) fails with [`Error::InvalidOperation`] if this option asks for a
+    /// different mode than that engine.
+    pub fn mdns(mut self, mode: MulticastDnsMode) -> Self {
+        self.mdns = Some(mode);
+        self
     }
 
     /// How long ICE waits before accepting a host pair by default (`rtc`: the same).
@@ -850,11 +890,6 @@ impl PeerConnectionBuilder {
     pub async fn build(self) -> Result<PeerConnection> {
         let ice_servers = nat::ice_servers(self.configuration.ice_servers())?;
         let relay_only = self.configuration.ice_transport_policy() == RTCIceTransportPolicy::Relay;
-        // Stored by the core but read only here: the TURN client runs in the driver.
-        let setting_engine = self
-            .setting_engine
-            .unwrap_or_else(|| Self::default_settings().build());
-        let refresh_cap = setting_engine.turn_allocation_refresh_interval_cap();
         let runtime = match self.runtime {
             Some(rt) => rt,
             None => default_runtime()?,
@@ -878,6 +913,36 @@ impl PeerConnectionBuilder {
         if sockets.is_empty() {
             return Err(Error::NoLocalAddress);
         }
+        let setting_engine = match self.setting_engine {
+            Some(engine) => {
+                if let Some(mode) = self.mdns
+                    && mode != engine.multicast_dns().mode
+                {
+                    return Err(Error::InvalidOperation(CoreError::from(
+                        rtc::shared::error::Error::Other(format!(
+                            "mDNS mode {mode:?} asked for, but the setting engine given has {:?}",
+                            engine.multicast_dns().mode
+                        )),
+                    )));
+                }
+                engine
+            }
+            None => {
+                let mode = self.mdns.unwrap_or_default();
+                let hidden = sockets
+                    .iter()
+                    .map(|s| s.addr.ip())
+                    .find(|ip| ip.is_ipv4() && !ip.is_unspecified());
+                let mut engine = Self::default_settings().with_multicast_dns_mode(mode);
+                if mode == MulticastDnsMode::QueryAndGather {
+                    engine = engine.with_multicast_dns_local_ip(hidden);
+                }
+                engine.build()
+            }
+        };
+        let mdns_mode = setting_engine.multicast_dns().mode;
+        // Stored by the core but read only here: the TURN client runs in the driver.
+        let refresh_cap = setting_engine.turn_allocation_refresh_interval_cap();
         // The inbound filter verifies STUN integrity with the core's own crypto provider.
         let crypto = setting_engine
             .crypto_provider()
@@ -928,6 +993,8 @@ impl PeerConnectionBuilder {
                     relay_only,
                     refresh_cap,
                 },
+                mdns: mdns_mode != MulticastDnsMode::Disabled,
+                mdns_gather: mdns_mode == MulticastDnsMode::QueryAndGather,
             },
         );
         let inner = Arc::new(ConnHandle {

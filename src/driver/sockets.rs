@@ -19,7 +19,11 @@ use rtc::{
     shared::{TaggedBytesMut, TransportContext, TransportProtocol},
 };
 
-use super::{ingress::Ingress, nat::Nat};
+use super::{
+    ingress::Ingress,
+    mdns::{self, Mdns},
+    nat::Nat,
+};
 use crate::runtime::{AsyncUdpSocket, Runtime};
 
 /// Datagrams read per socket per round.
@@ -56,6 +60,8 @@ pub(super) struct Io {
     pub(super) ingress: Ingress,
     /// STUN bindings and TURN allocations on these sockets.
     pub(super) nat: Nat,
+    /// The multicast DNS socket (resolving `.local` candidates, answering for our own name).
+    mdns: Mdns,
     /// DTLS records that arrived before ICE selected a pair (the core drops those); replayed
     /// once ICE connects instead of waiting a second for the peer's retransmission. Only from
     /// sources the inbound filter authenticated, and bounded. `None` once ICE has connected.
@@ -77,7 +83,7 @@ struct TxBatch {
 }
 
 impl Io {
-    pub(super) fn new(sockets: Vec<Socket>, ingress: Ingress, nat: Nat) -> Self {
+    pub(super) fn new(sockets: Vec<Socket>, ingress: Ingress, nat: Nat, mdns: Mdns) -> Self {
         let recv_buffer = sockets
             .iter()
             .map(|s| s.sock.recv_buffer_size())
@@ -91,6 +97,7 @@ impl Io {
             tx_queue: VecDeque::new(),
             ingress,
             nat,
+            mdns,
             early_dtls: Some(Vec::new()),
             early_dtls_bytes: 0,
             early_media: Some(Vec::new()),
@@ -137,6 +144,11 @@ impl Io {
                 let Some(first) = self.next_write(core) else {
                     return any | self.drain_server_outbox(cx);
                 };
+                if mdns::is_mdns(first.transport.peer_addr) {
+                    self.mdns.send(cx, &first);
+                    any = true;
+                    continue;
+                }
                 let local = first.transport.local_addr;
                 if self.nat.is_relayed(local) {
                     let peer = first.transport.peer_addr;
@@ -209,6 +221,7 @@ impl Io {
                 break;
             };
             let fits = next.transport.peer_addr == peer
+                && !mdns::is_mdns(peer)
                 && !self.nat.is_relayed(next.transport.local_addr)
                 && self.socket_index(next.transport.local_addr) == Some(socket)
                 && !next.message.is_empty()
@@ -291,7 +304,7 @@ impl Io {
             if buf.len() < self.recv_buffer {
                 buf.resize(self.recv_buffer, 0);
             }
-            let mut any = false;
+            let mut any = self.mdns.poll_recv(cx, core, runtime.now());
             for i in 0..self.sockets.len() {
                 let local = self.sockets[i].addr;
                 for _ in 0..DATAGRAMS_PER_ROUND {
@@ -382,6 +395,7 @@ impl Io {
         self.drain_writes(cx, core);
         self.nat.close(now);
         self.drain_server_outbox(cx);
+        self.mdns.close();
         self.sockets.clear();
     }
 }
