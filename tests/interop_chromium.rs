@@ -532,3 +532,181 @@ fn linger() -> Duration {
         .and_then(|s| s.parse().ok())
         .map_or(Duration::ZERO, Duration::from_secs)
 }
+
+// ---- Chromium with mDNS host candidates ---------------------------------------------------
+
+/// Our peer's address in the mDNS namespace (Chromium gathers on both of `d0`'s).
+const OUR_MDNS_ADDR: &str = "10.77.0.2:0";
+
+/// A namespace with `lo` and a veth pair whose both ends it holds (`d0` with two 10.77.0.0/24
+/// addresses, multicast on and routed through it; nothing leaves the namespace).
+/// Chromium hides private addresses behind `.local` names (not loopback ones) and answers
+/// mDNS queries on multicast-capable interfaces. Deleted on drop.
+struct MdnsNamespace(String);
+
+impl MdnsNamespace {
+    fn new() -> Result<Self, String> {
+        use std::process::{Command, Stdio};
+        let name = format!("wrs-chr-mdns-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        let ns = Self(name.clone());
+        for args in [
+            vec!["netns", "add", &name],
+            vec!["-n", &name, "link", "set", "lo", "up"],
+            vec![
+                "-n", &name, "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+            ],
+            vec!["-n", &name, "link", "set", "d1", "up"],
+            vec!["-n", &name, "addr", "add", "10.77.0.1/24", "dev", "d0"],
+            vec!["-n", &name, "addr", "add", "10.77.0.2/24", "dev", "d0"],
+            vec!["-n", &name, "link", "set", "d0", "multicast", "on"],
+            vec!["-n", &name, "link", "set", "d0", "up"],
+            vec!["-n", &name, "route", "add", "224.0.0.0/4", "dev", "d0"],
+            // Without media permission Chromium gathers only on the interface of its default
+            // route (found by connecting a UDP socket towards a public address); that route
+            // ends at `d1`, which has no address and no further link.
+            vec![
+                "-n",
+                &name,
+                "route",
+                "add",
+                "default",
+                "dev",
+                "d0",
+                "src",
+                "10.77.0.1",
+            ],
+        ] {
+            let out = std::process::Command::new("ip")
+                .args(&args)
+                .output()
+                .map_err(|e| format!("`ip` not runnable ({e}); this test needs iproute2"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "ip {}: {} (this test needs root)",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        Ok(ns)
+    }
+}
+
+impl Drop for MdnsNamespace {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// Chromium with its mDNS host candidates on (its default) offers to our peer, inside a
+/// namespace of its own. Our answer reaches Chromium without candidates, so Chromium cannot
+/// contact us first: the connection comes up only if we resolve Chromium's `.local` name and
+/// check the address behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_mdns_candidates_are_resolved() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let ns = MdnsNamespace::new().unwrap_or_else(|e| panic!("{e}"));
+    let rt = netns::NsRuntime::start(&ns.0);
+    // Everything runs on the namespace's thread: the page server, chromedriver and Chromium
+    // (children inherit the namespace), the WebDriver client and our peer.
+    let outcome = rt
+        .run(|| async {
+            bounded("chromium mDNS scenario", SCENARIO_LIMIT, mdns_scenario())
+                .await
+                .and_then(|r| r)
+        })
+        .await;
+    drop(rt);
+    drop(ns);
+    match outcome {
+        Ok(summary) => eprintln!("chromium mDNS: OK: {summary}"),
+        Err(e) => panic!("chromium mDNS: {e}"),
+    }
+}
+
+async fn mdns_scenario() -> Result<String, String> {
+    use futures::StreamExt;
+    let page = PageServer::start().await;
+    let browser = step("starting chromium", STEP_LIMIT, Browser::start_with(true)).await?;
+    let result = async {
+        step(
+            "loading the page",
+            STEP_LIMIT,
+            browser.navigate(&page.url()),
+        )
+        .await?;
+        let offer = step(
+            "chromium's offer",
+            STEP_LIMIT,
+            browser.call("offer", json!([0])),
+        )
+        .await?;
+        let offer = offer.as_str().ok_or("offer is not a string")?.to_owned();
+        let candidates: Vec<&str> = offer
+            .lines()
+            .filter(|l| l.starts_with("a=candidate:"))
+            .collect();
+        eprintln!("chromium's candidates: {candidates:?}");
+        if !candidates.iter().any(|l| l.contains(".local ")) {
+            return Err(format!(
+                "chromium signalled no .local candidate: {candidates:?}"
+            ));
+        }
+        let pc = webrtc_streams::PeerConnection::builder()
+            .bind([OUR_MDNS_ADDR.parse().unwrap()])
+            .build()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut incoming = pc.data_channels();
+        let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
+        pc.set_remote_description(offer)
+            .await
+            .map_err(|e| format!("applying chromium's offer: {e}"))?;
+        let answer = pc.create_answer().await.map_err(|e| e.to_string())?;
+        pc.set_local_description(answer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let answer = bounded(
+            "our ICE gathering",
+            STEP_LIMIT,
+            interop::local_sdp_after_gathering(&pc),
+        )
+        .await?;
+        let answer: String = answer
+            .split_inclusive('\n')
+            .filter(|l| !l.starts_with("a=candidate:"))
+            .collect();
+        step(
+            "chromium applying our answer",
+            STEP_LIMIT,
+            browser.call("acceptAnswer", json!([answer])),
+        )
+        .await?;
+        let started = Instant::now();
+        step("connecting", STEP_LIMIT, interop::connected(&pc)).await?;
+        let connected_after = started.elapsed();
+        let theirs = bounded("chromium's data channel", STEP_LIMIT, incoming.next())
+            .await?
+            .ok_or("data channel stream ended")?;
+        let mut messages = theirs.messages();
+        let first = bounded("chromium's first message", STEP_LIMIT, messages.next())
+            .await?
+            .ok_or("chromium's channel ended")?;
+        let _ = browser.call("close", json!([])).await;
+        pc.close().await.map_err(|e| e.to_string())?;
+        Ok(format!(
+            "connected {connected_after:?} after chromium applied our candidate-less answer; \
+             first message from chromium {} bytes",
+            first.data.len()
+        ))
+    }
+    .await;
+    browser.quit().await;
+    result
+}
