@@ -16,7 +16,7 @@ use rtc::peer_connection::{
         RTCAnswerOptions, RTCConfiguration, RTCIceTransportPolicy, RTCOfferOptions,
         interceptor_registry::{Registry, register_default_interceptors},
         media_engine::MediaEngine,
-        setting_engine::SettingEngine,
+        setting_engine::{SettingEngine, SettingEngineBuilder},
     },
     event::RTCPeerConnectionIceErrorEvent,
     sdp::RTCSessionDescription,
@@ -25,7 +25,10 @@ use rtc::peer_connection::{
     },
     transport::{RTCIceCandidateInit, RTCIceCandidatePair},
 };
-use rtc::{rtp_transceiver::RTCRtpTransceiverDirection, statistics::report::RTCStatsReport};
+use rtc::{
+    ice::mdns::MulticastDnsMode, rtp_transceiver::RTCRtpTransceiverDirection,
+    statistics::report::RTCStatsReport,
+};
 
 use crate::{
     data_channel::{
@@ -707,7 +710,10 @@ impl fmt::Debug for PeerConnection {
 #[must_use]
 pub struct PeerConnectionBuilder {
     configuration: RTCConfiguration,
-    setting_engine: SettingEngine,
+    /// `None`: [`PeerConnectionBuilder::default_settings`].
+    setting_engine: Option<SettingEngine>,
+    /// Set by [`PeerConnectionBuilder::mdns`].
+    mdns: Option<MulticastDnsMode>,
     media_engine: MediaEngine,
     default_codecs: bool,
     interceptor_registry: Option<Registry>,
@@ -730,7 +736,8 @@ impl Default for PeerConnectionBuilder {
     fn default() -> Self {
         Self {
             configuration: RTCConfiguration::default(),
-            setting_engine: SettingEngine::default(),
+            setting_engine: None,
+            mdns: None,
             media_engine: MediaEngine::default(),
             default_codecs: false,
             interceptor_registry: None,
@@ -794,11 +801,97 @@ impl PeerConnectionBuilder {
         self
     }
 
-    /// The `rtc` setting engine (timeouts, DTLS role, SCTP limits, ...).
+    /// The `rtc` setting engine (timeouts, DTLS role, SCTP limits, ...). It replaces the
+    /// whole default, [`default_settings`](Self::default_settings): start from that builder
+    /// to keep the defaults this crate picks and change only what you need.
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// use webrtc_streams::{PeerConnection, PeerConnectionBuilder};
+    /// let settings = PeerConnectionBuilder::default_settings()
+    ///     .with_dcep_handshake_timeout(None)
+    ///     .build();
+    /// let pc = PeerConnection::builder().setting_engine(settings).build().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn setting_engine(mut self, setting_engine: SettingEngine) -> Self {
-        self.setting_engine = setting_engine;
+        self.setting_engine = Some(setting_engine);
         self
     }
+
+    /// The setting engine a connection gets unless [`setting_engine`](Self::setting_engine)
+    /// gives one: `rtc`'s defaults, except for how long ICE waits before it accepts (as the
+    /// controlling agent, nominates) a working candidate pair of each type. `rtc` waits 0 ms
+    /// for host pairs, 500 ms for server-reflexive, 1,000 ms for peer-reflexive and 2,000 ms
+    /// for relayed ones, so that a better pair still being checked can win. Browsers do not
+    /// wait, and they often reach us from a peer-reflexive address (Chromium signals no
+    /// candidate on loopback; a browser hiding its host address behind an mDNS name is
+    /// reached before the name resolves): with `rtc`'s waits every such connection loses a
+    /// second. This crate waits [`HOST_WAIT`](Self::HOST_WAIT),
+    /// [`REFLEXIVE_WAIT`](Self::REFLEXIVE_WAIT) for server- and peer-reflexive pairs and
+    /// [`RELAY_WAIT`](Self::RELAY_WAIT) for relayed ones: the order of preference stays,
+    /// and a better pair checked in the same rounds (checks go out every 200 ms) still wins.
+    /// `rtc` never nominates a second pair: once one is selected, a better pair that
+    /// appears later is not used (an ICE restart gathers and chooses again).
+    ///
+    /// ```
+    /// use webrtc_streams::PeerConnectionBuilder;
+    /// use std::time::Duration;
+    /// // Our defaults, but wait as long as `rtc` does before using a TURN relay.
+    /// let settings = PeerConnectionBuilder::default_settings()
+    ///     .with_relay_acceptance_min_wait(Some(Duration::from_secs(2)))
+    ///     .build();
+    /// # let _ = settings;
+    /// ```
+    pub fn default_settings() -> SettingEngineBuilder {
+        SettingEngineBuilder::new()
+            .with_host_acceptance_min_wait(Some(Self::HOST_WAIT))
+            .with_srflx_acceptance_min_wait(Some(Self::REFLEXIVE_WAIT))
+            .with_prflx_acceptance_min_wait(Some(Self::REFLEXIVE_WAIT))
+            .with_relay_acceptance_min_wait(Some(Self::RELAY_WAIT))
+    }
+
+    /// Multicast DNS (RFC 6762) for ICE candidates, as browsers use it:
+    ///
+    /// - `QueryOnly` (the default): remote `.local` candidates — what browsers signal unless
+    ///   told otherwise — are resolved, and our host candidates carry plain addresses.
+    /// - `QueryAndGather`: as a browser does, our first IPv4 host address is signalled as a
+    ///   random `<uuid>.local` name, and queries for it are answered (`rtc` hides one IPv4
+    ///   address; other host candidates keep theirs).
+    /// - `Disabled`: remote `.local` candidates are ignored.
+    ///
+    /// The multicast socket (224.0.0.251:5353, shared with other mDNS sockets on the host) is
+    /// opened when the first `.local` name is looked up, or at once in gather mode. Where it
+    /// cannot be opened (no multicast route), `.local` candidates stay unresolved and a warning
+    /// is logged; a peer-reflexive pair can still connect. The simulation runtime has no
+    /// multicast: there, `.local` candidates do not resolve.
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// use webrtc_streams::{PeerConnection, rtc::ice::mdns::MulticastDnsMode};
+    /// let pc = PeerConnection::builder()
+    ///     .mdns(MulticastDnsMode::QueryAndGather)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// With a [setting engine](Self::setting_engine), set the mode there
+    /// (`with_multicast_dns_mode`, and `with_multicast_dns_local_ip` for the address to hide);
+    /// [`build`](Self::build) fails with [`Error::InvalidOperation`] if this option asks for a
+    /// different mode than that engine.
+    pub fn mdns(mut self, mode: MulticastDnsMode) -> Self {
+        self.mdns = Some(mode);
+        self
+    }
+
+    /// How long ICE waits before accepting a host pair by default (`rtc`: the same).
+    pub const HOST_WAIT: Duration = Duration::ZERO;
+    /// How long ICE waits before accepting a server- or peer-reflexive pair by default
+    /// (`rtc`: 500 ms and 1,000 ms).
+    pub const REFLEXIVE_WAIT: Duration = Duration::from_millis(100);
+    /// How long ICE waits before accepting a relayed pair by default (`rtc`: 2,000 ms).
+    pub const RELAY_WAIT: Duration = Duration::from_millis(500);
 
     /// The media engine (codecs and header extensions). The default is empty, which suits
     /// data-channel-only connections.
@@ -946,8 +1039,6 @@ impl PeerConnectionBuilder {
     pub async fn build(self) -> Result<PeerConnection> {
         let ice_servers = nat::ice_servers(self.configuration.ice_servers())?;
         let relay_only = self.configuration.ice_transport_policy() == RTCIceTransportPolicy::Relay;
-        // Stored by the core but read only here: the TURN client runs in the driver.
-        let refresh_cap = self.setting_engine.turn_allocation_refresh_interval_cap();
         let runtime = match self.runtime {
             Some(rt) => rt,
             None => default_runtime()?,
@@ -971,9 +1062,38 @@ impl PeerConnectionBuilder {
         if sockets.is_empty() {
             return Err(Error::NoLocalAddress);
         }
+        let setting_engine = match self.setting_engine {
+            Some(engine) => {
+                if let Some(mode) = self.mdns
+                    && mode != engine.multicast_dns().mode
+                {
+                    return Err(Error::InvalidOperation(CoreError::from(
+                        rtc::shared::error::Error::Other(format!(
+                            "mDNS mode {mode:?} asked for, but the setting engine given has {:?}",
+                            engine.multicast_dns().mode
+                        )),
+                    )));
+                }
+                engine
+            }
+            None => {
+                let mode = self.mdns.unwrap_or_default();
+                let hidden = sockets
+                    .iter()
+                    .map(|s| s.addr.ip())
+                    .find(|ip| ip.is_ipv4() && !ip.is_unspecified());
+                let mut engine = Self::default_settings().with_multicast_dns_mode(mode);
+                if mode == MulticastDnsMode::QueryAndGather {
+                    engine = engine.with_multicast_dns_local_ip(hidden);
+                }
+                engine.build()
+            }
+        };
+        let mdns_mode = setting_engine.multicast_dns().mode;
+        // Stored by the core but read only here: the TURN client runs in the driver.
+        let refresh_cap = setting_engine.turn_allocation_refresh_interval_cap();
         // The inbound filter verifies STUN integrity with the core's own crypto provider.
-        let crypto = self
-            .setting_engine
+        let crypto = setting_engine
             .crypto_provider()
             .cloned()
             .or_else(|| rtc::crypto::default_provider().ok());
@@ -991,7 +1111,7 @@ impl PeerConnectionBuilder {
         }
         let core = RTCPeerConnectionBuilder::new()
             .with_configuration(self.configuration)
-            .with_setting_engine(self.setting_engine)
+            .with_setting_engine(setting_engine)
             .with_media_engine(media_engine)
             .with_interceptor_registry(DeliverRtcp::install(interceptors.unwrap_or_default()))
             .build(runtime.now())
@@ -1021,6 +1141,8 @@ impl PeerConnectionBuilder {
                     relay_only,
                     refresh_cap,
                 },
+                mdns: mdns_mode != MulticastDnsMode::Disabled,
+                mdns_gather: mdns_mode == MulticastDnsMode::QueryAndGather,
             },
         );
         let inner = Arc::new(ConnHandle {

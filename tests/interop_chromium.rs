@@ -19,20 +19,17 @@
 //! The WebDriver client is about a hundred lines of HTTP/1.1 + JSON over a Tokio `TcpStream`:
 //! the four commands used here do not justify a WebDriver crate and its dependency tree.
 
+/// The coturn launcher of the NAT tests (and the namespace helpers it uses).
+#[path = "common/coturn.rs"]
+mod coturn;
 mod interop;
+#[path = "common/netns.rs"]
+mod netns;
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use interop::{Script, TempDir, bounded, browser::Browser, step};
+use interop::{PageServer, Script, TempDir, bounded, browser::Browser, loopback_only, step};
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-    task::JoinHandle,
-};
 use webrtc_streams::rtc::peer_connection::sdp::RTCSessionDescription;
 
 /// The largest message: 256 KiB, both ways. Also what our side advertises as
@@ -45,11 +42,16 @@ const STEP_LIMIT: Duration = Duration::from_secs(45);
 /// Bound on the message exchange.
 const EXCHANGE_LIMIT: Duration = Duration::from_secs(60);
 
-const PAGE: &str = include_str!("interop/page.html");
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_offers_we_answer() {
     run("chromium offers", Role::Offerer).await;
+}
+
+/// Chromium offers with `iceTransportPolicy: "relay"` and a coturn on 127.0.0.1 as its only
+/// ICE server: it signals only its relayed candidate and reaches us through the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_offers_through_a_turn_relay_only() {
+    run("chromium offers, relay only", Role::OffererRelayOnly).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,6 +95,7 @@ enum Role {
     SimulcastSender,
     Offerer,
     OffererWithVideo,
+    OffererRelayOnly,
     Answerer,
     MediaSender,
     MediaReceiver,
@@ -365,8 +368,16 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
         Role::SimulcastSender => return simulcast_scenario(browser).await,
         Role::MediaSender => return media_scenario(browser).await,
         Role::MediaReceiver => return send_media_scenario(browser).await,
-        Role::Offerer | Role::OffererWithVideo | Role::Answerer => {}
+        Role::Offerer | Role::OffererWithVideo | Role::OffererRelayOnly | Role::Answerer => {}
     }
+    // Chromium's only ICE server in the relay-only case; killed (by PID) when dropped.
+    let turn = match role {
+        Role::OffererRelayOnly => Some(
+            coturn::Coturn::start(coturn::CoturnConfig::default())
+                .map_err(|e| format!("starting coturn: {e}"))?,
+        ),
+        _ => None,
+    };
     let script = Script { big: BIG };
     let signaling_started = Instant::now();
     let pc = interop::our_peer(BIG as u32).await;
@@ -374,12 +385,21 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
     let ours;
     let browser_sdp;
     match role {
-        Role::Offerer | Role::OffererWithVideo => {
-            let call = match role {
-                Role::OffererWithVideo => "offerWithVideo",
-                _ => "offer",
+        Role::Offerer | Role::OffererWithVideo | Role::OffererRelayOnly => {
+            let offer = match &turn {
+                Some(turn) => {
+                    let server = json!([{
+                        "urls": [turn.turn_udp_url()],
+                        "username": turn.config.user,
+                        "credential": turn.config.password,
+                    }]);
+                    browser.call("offerRelay", json!([BIG, server])).await?
+                }
+                None if matches!(role, Role::OffererWithVideo) => {
+                    browser.call("offerWithVideo", json!([BIG])).await?
+                }
+                None => browser.call("offer", json!([BIG])).await?,
             };
-            let offer = browser.call(call, json!([BIG])).await?;
             let offer = loopback_only(offer.as_str().ok_or("offer is not a string")?);
             browser_sdp = offer.clone();
             let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
@@ -469,6 +489,25 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
     if echo["received"].as_u64() != Some(total) || !no_errors(echo) {
         return Err(format!("chromium echoing our channel: {echo}"));
     }
+    if turn.is_some() {
+        let relayed = report["pair"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("relay "));
+        let only_relay = browser_sdp
+            .lines()
+            .filter(|l| l.starts_with("a=candidate"))
+            .all(|l| l.contains(" typ relay"));
+        if !relayed || !only_relay {
+            return Err(format!(
+                "relay only, but chromium's pair is {} and its candidates {:?}",
+                report["pair"],
+                browser_sdp
+                    .lines()
+                    .filter(|l| l.starts_with("a=candidate"))
+                    .collect::<Vec<_>>()
+            ));
+        }
+    }
 
     if !linger().is_zero() {
         eprintln!("lingering {:?} before closing (INTEROP_LINGER)", linger());
@@ -494,82 +533,180 @@ fn linger() -> Duration {
         .map_or(Duration::ZERO, Duration::from_secs)
 }
 
-/// Chromium's description without its non-loopback candidates. On a loopback-only machine
-/// Chromium signals none; where it has other interfaces it signals those, and we drop them so
-/// that our side sends only to 127.0.0.1 — the same peer-reflexive path either way.
-fn loopback_only(sdp: &str) -> String {
-    let mut out = String::with_capacity(sdp.len());
-    for line in sdp.split_inclusive('\n') {
-        if let Some(c) = line.trim_end().strip_prefix("a=candidate:") {
-            // foundation component transport priority address port "typ" type ...
-            let address = c.split_whitespace().nth(4).unwrap_or_default();
-            let loopback = address
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-            if !loopback {
-                eprintln!(
-                    "ignoring chromium's non-loopback candidate: {}",
-                    line.trim_end()
-                );
-                continue;
+// ---- Chromium with mDNS host candidates ---------------------------------------------------
+
+/// Our peer's address in the mDNS namespace (Chromium gathers on both of `d0`'s).
+const OUR_MDNS_ADDR: &str = "10.77.0.2:0";
+
+/// A namespace with `lo` and a veth pair whose both ends it holds (`d0` with two 10.77.0.0/24
+/// addresses, multicast on and routed through it; nothing leaves the namespace).
+/// Chromium hides private addresses behind `.local` names (not loopback ones) and answers
+/// mDNS queries on multicast-capable interfaces. Deleted on drop.
+struct MdnsNamespace(String);
+
+impl MdnsNamespace {
+    fn new() -> Result<Self, String> {
+        use std::process::{Command, Stdio};
+        let name = format!("wrs-chr-mdns-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        let ns = Self(name.clone());
+        for args in [
+            vec!["netns", "add", &name],
+            vec!["-n", &name, "link", "set", "lo", "up"],
+            vec![
+                "-n", &name, "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+            ],
+            vec!["-n", &name, "link", "set", "d1", "up"],
+            vec!["-n", &name, "addr", "add", "10.77.0.1/24", "dev", "d0"],
+            vec!["-n", &name, "addr", "add", "10.77.0.2/24", "dev", "d0"],
+            vec!["-n", &name, "link", "set", "d0", "multicast", "on"],
+            vec!["-n", &name, "link", "set", "d0", "up"],
+            vec!["-n", &name, "route", "add", "224.0.0.0/4", "dev", "d0"],
+            // Without media permission Chromium gathers only on the interface of its default
+            // route (found by connecting a UDP socket towards a public address); that route
+            // ends at `d1`, which has no address and no further link.
+            vec![
+                "-n",
+                &name,
+                "route",
+                "add",
+                "default",
+                "dev",
+                "d0",
+                "src",
+                "10.77.0.1",
+            ],
+        ] {
+            let out = std::process::Command::new("ip")
+                .args(&args)
+                .output()
+                .map_err(|e| format!("`ip` not runnable ({e}); this test needs iproute2"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "ip {}: {} (this test needs root)",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
             }
         }
-        out.push_str(line);
-    }
-    out
-}
-
-// ---- the page server ----------------------------------------------------------------------
-
-/// Serves [`PAGE`] to every GET on 127.0.0.1; stops on drop.
-struct PageServer {
-    addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl PageServer {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind page server");
-        let addr = listener.local_addr().expect("page server address");
-        let task = tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    // Read the request head (the page needs nothing else), then answer.
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 2048];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let (status, body) = if head.starts_with(b"GET / ") {
-                        ("200 OK", PAGE)
-                    } else {
-                        ("404 Not Found", "not found")
-                    };
-                    let resp = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n\
-                         Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = stream.write_all(resp.as_bytes()).await;
-                    let _ = stream.shutdown().await;
-                });
-            }
-        });
-        Self { addr, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/", self.addr)
+        Ok(ns)
     }
 }
 
-impl Drop for PageServer {
+impl Drop for MdnsNamespace {
     fn drop(&mut self) {
-        self.task.abort();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
     }
+}
+
+/// Chromium with its mDNS host candidates on (its default) offers to our peer, inside a
+/// namespace of its own. Our answer reaches Chromium without candidates, so Chromium cannot
+/// contact us first: the connection comes up only if we resolve Chromium's `.local` name and
+/// check the address behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_mdns_candidates_are_resolved() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let ns = MdnsNamespace::new().unwrap_or_else(|e| panic!("{e}"));
+    let rt = netns::NsRuntime::start(&ns.0);
+    // Everything runs on the namespace's thread: the page server, chromedriver and Chromium
+    // (children inherit the namespace), the WebDriver client and our peer.
+    let outcome = rt
+        .run(|| async {
+            bounded("chromium mDNS scenario", SCENARIO_LIMIT, mdns_scenario())
+                .await
+                .and_then(|r| r)
+        })
+        .await;
+    drop(rt);
+    drop(ns);
+    match outcome {
+        Ok(summary) => eprintln!("chromium mDNS: OK: {summary}"),
+        Err(e) => panic!("chromium mDNS: {e}"),
+    }
+}
+
+async fn mdns_scenario() -> Result<String, String> {
+    use futures::StreamExt;
+    let page = PageServer::start().await;
+    let browser = step("starting chromium", STEP_LIMIT, Browser::start_with(true)).await?;
+    let result = async {
+        step(
+            "loading the page",
+            STEP_LIMIT,
+            browser.navigate(&page.url()),
+        )
+        .await?;
+        let offer = step(
+            "chromium's offer",
+            STEP_LIMIT,
+            browser.call("offer", json!([0])),
+        )
+        .await?;
+        let offer = offer.as_str().ok_or("offer is not a string")?.to_owned();
+        let candidates: Vec<&str> = offer
+            .lines()
+            .filter(|l| l.starts_with("a=candidate:"))
+            .collect();
+        eprintln!("chromium's candidates: {candidates:?}");
+        if !candidates.iter().any(|l| l.contains(".local ")) {
+            return Err(format!(
+                "chromium signalled no .local candidate: {candidates:?}"
+            ));
+        }
+        let pc = webrtc_streams::PeerConnection::builder()
+            .bind([OUR_MDNS_ADDR.parse().unwrap()])
+            .build()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut incoming = pc.data_channels();
+        let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
+        pc.set_remote_description(offer)
+            .await
+            .map_err(|e| format!("applying chromium's offer: {e}"))?;
+        let answer = pc.create_answer().await.map_err(|e| e.to_string())?;
+        pc.set_local_description(answer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let answer = bounded(
+            "our ICE gathering",
+            STEP_LIMIT,
+            interop::local_sdp_after_gathering(&pc),
+        )
+        .await?;
+        let answer: String = answer
+            .split_inclusive('\n')
+            .filter(|l| !l.starts_with("a=candidate:"))
+            .collect();
+        step(
+            "chromium applying our answer",
+            STEP_LIMIT,
+            browser.call("acceptAnswer", json!([answer])),
+        )
+        .await?;
+        let started = Instant::now();
+        step("connecting", STEP_LIMIT, interop::connected(&pc)).await?;
+        let connected_after = started.elapsed();
+        let theirs = bounded("chromium's data channel", STEP_LIMIT, incoming.next())
+            .await?
+            .ok_or("data channel stream ended")?;
+        let mut messages = theirs.messages();
+        let first = bounded("chromium's first message", STEP_LIMIT, messages.next())
+            .await?
+            .ok_or("chromium's channel ended")?;
+        let _ = browser.call("close", json!([])).await;
+        pc.close().await.map_err(|e| e.to_string())?;
+        Ok(format!(
+            "connected {connected_after:?} after chromium applied our candidate-less answer; \
+             first message from chromium {} bytes",
+            first.data.len()
+        ))
+    }
+    .await;
+    browser.quit().await;
+    result
 }

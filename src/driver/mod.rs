@@ -16,6 +16,7 @@
 mod channels;
 mod ice;
 pub(crate) mod ingress;
+mod mdns;
 pub(crate) mod media;
 pub(crate) mod nat;
 mod sdp;
@@ -78,6 +79,10 @@ pub(crate) struct DriverConfig {
     pub(crate) failed_timeout: Duration,
     /// STUN and TURN servers, and how to use them.
     pub(crate) nat: nat::NatConfig,
+    /// Whether mDNS is on (the mode is not `Disabled`), and whether it hides a host address
+    /// (gather mode: the mDNS socket opens at once to answer queries for the name).
+    pub(crate) mdns: bool,
+    pub(crate) mdns_gather: bool,
 }
 
 /// The driver future. Completes when the connection is closed.
@@ -128,6 +133,7 @@ impl Driver {
         let media = Media::new(shared.clone(), crypto.clone());
         let nat = Nat::new(config.nat, runtime.uses_os_network(), crypto.clone());
         let ingress = Ingress::new(crypto, shared.filter.clone());
+        let mdns = mdns::Mdns::new(runtime.clone(), config.mdns, config.mdns_gather);
         let channels = Channels::new(
             shared.clone(),
             config.high_water_mark,
@@ -142,7 +148,7 @@ impl Driver {
             timer_deadline: None,
             last_immediate_timeout: None,
             last_nat_timeout: None,
-            io: Io::new(sockets, ingress, nat),
+            io: Io::new(sockets, ingress, nat, mdns),
             ice: Ice::default(),
             channels,
             media,

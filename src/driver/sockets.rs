@@ -4,6 +4,7 @@
 //! address).
 
 use std::{
+    collections::VecDeque,
     net::SocketAddr,
     sync::Arc,
     task::{Context, Poll},
@@ -18,7 +19,11 @@ use rtc::{
     shared::{TaggedBytesMut, TransportContext, TransportProtocol},
 };
 
-use super::{ingress::Ingress, nat::Nat};
+use super::{
+    ingress::Ingress,
+    mdns::{self, Mdns},
+    nat::Nat,
+};
 use crate::runtime::{AsyncUdpSocket, Runtime};
 
 /// Datagrams read per socket per round.
@@ -49,12 +54,14 @@ pub(super) struct Io {
     /// The batch in `tx_buf`, waiting for the socket.
     tx_batch: Option<TxBatch>,
     tx_buf: Vec<u8>,
-    /// A datagram taken from the core that did not fit the previous batch.
-    tx_next: Option<TaggedBytesMut>,
+    /// Datagrams taken from the core and not sent yet, STUN first (see [`Io::next_write`]).
+    tx_queue: VecDeque<TaggedBytesMut>,
     /// What may reach the core from the network.
     pub(super) ingress: Ingress,
     /// STUN bindings and TURN allocations on these sockets.
     pub(super) nat: Nat,
+    /// The multicast DNS socket (resolving `.local` candidates, answering for our own name).
+    mdns: Mdns,
     /// DTLS records that arrived before ICE selected a pair (the core drops those); replayed
     /// once ICE connects instead of waiting a second for the peer's retransmission. Only from
     /// sources the inbound filter authenticated, and bounded. `None` once ICE has connected.
@@ -76,7 +83,7 @@ struct TxBatch {
 }
 
 impl Io {
-    pub(super) fn new(sockets: Vec<Socket>, ingress: Ingress, nat: Nat) -> Self {
+    pub(super) fn new(sockets: Vec<Socket>, ingress: Ingress, nat: Nat, mdns: Mdns) -> Self {
         let recv_buffer = sockets
             .iter()
             .map(|s| s.sock.recv_buffer_size())
@@ -87,9 +94,10 @@ impl Io {
             recv_buffer,
             tx_batch: None,
             tx_buf: Vec::new(),
-            tx_next: None,
+            tx_queue: VecDeque::new(),
             ingress,
             nat,
+            mdns,
             early_dtls: Some(Vec::new()),
             early_dtls_bytes: 0,
             early_media: Some(Vec::new()),
@@ -133,13 +141,14 @@ impl Io {
         let mut any = self.drain_server_outbox(cx);
         loop {
             if self.tx_batch.is_none() {
-                let first = match self.tx_next.take() {
-                    Some(tx) => tx,
-                    None => match core.poll_write() {
-                        Some(tx) => tx,
-                        None => return any | self.drain_server_outbox(cx),
-                    },
+                let Some(first) = self.next_write(core) else {
+                    return any | self.drain_server_outbox(cx);
                 };
+                if mdns::is_mdns(first.transport.peer_addr) {
+                    self.mdns.send(cx, &first);
+                    any = true;
+                    continue;
+                }
                 let local = first.transport.local_addr;
                 if self.nat.is_relayed(local) {
                     let peer = first.transport.peer_addr;
@@ -177,6 +186,24 @@ impl Io {
         }
     }
 
+    /// The next datagram to send. Takes up to a round's worth from the core at a time and
+    /// puts the STUN messages among them first, in their order: the core queues the answer
+    /// to a nominating check behind the DTLS ClientHello that the nomination started, and
+    /// Firefox discards DTLS that arrives before its ICE layer saw that answer (then waits a
+    /// second for the retransmission). Bulk data stays in order, so batching is unaffected.
+    fn next_write(&mut self, core: &mut RTCPeerConnection) -> Option<TaggedBytesMut> {
+        if self.tx_queue.is_empty() {
+            while self.tx_queue.len() < DATAGRAMS_PER_ROUND {
+                let Some(tx) = core.poll_write() else {
+                    break;
+                };
+                self.tx_queue.push_back(tx);
+            }
+            stun_first(&mut self.tx_queue);
+        }
+        self.tx_queue.pop_front()
+    }
+
     /// Starts a batch with `first` and adds the core's next datagrams while they fit.
     fn fill_batch(&mut self, core: &mut RTCPeerConnection, socket: usize, first: TaggedBytesMut) {
         let peer = first.transport.peer_addr;
@@ -190,16 +217,17 @@ impl Io {
         self.tx_buf.extend_from_slice(&first.message);
         let mut segments = 1;
         while segments < max_segments {
-            let Some(next) = core.poll_write() else {
+            let Some(next) = self.next_write(core) else {
                 break;
             };
             let fits = next.transport.peer_addr == peer
+                && !mdns::is_mdns(peer)
                 && !self.nat.is_relayed(next.transport.local_addr)
                 && self.socket_index(next.transport.local_addr) == Some(socket)
                 && !next.message.is_empty()
                 && next.message.len() <= segment_size;
             if !fits {
-                self.tx_next = Some(next);
+                self.tx_queue.push_front(next);
                 break;
             }
             self.tx_buf.extend_from_slice(&next.message);
@@ -276,7 +304,7 @@ impl Io {
             if buf.len() < self.recv_buffer {
                 buf.resize(self.recv_buffer, 0);
             }
-            let mut any = false;
+            let mut any = self.mdns.poll_recv(cx, core, runtime.now());
             for i in 0..self.sockets.len() {
                 let local = self.sockets[i].addr;
                 for _ in 0..DATAGRAMS_PER_ROUND {
@@ -363,10 +391,70 @@ impl Io {
         now: Instant,
     ) {
         self.tx_batch = None;
-        self.tx_next = None;
+        self.tx_queue.clear();
         self.drain_writes(cx, core);
         self.nat.close(now);
         self.drain_server_outbox(cx);
+        self.mdns.close();
         self.sockets.clear();
+    }
+}
+
+/// Whether `datagram` is a STUN message (RFC 7983: first byte 0..=3; RFC 5389 magic cookie).
+fn is_stun(datagram: &[u8]) -> bool {
+    datagram.len() >= 20 && datagram[0] < 4 && datagram[4..8] == [0x21, 0x12, 0xa4, 0x42]
+}
+
+/// Moves the STUN messages of `queue` to its front, keeping the order within both parts.
+fn stun_first(queue: &mut VecDeque<TaggedBytesMut>) {
+    if !queue.iter().skip(1).any(|tx| is_stun(&tx.message)) {
+        return;
+    }
+    let (stun, rest): (VecDeque<_>, VecDeque<_>) =
+        queue.drain(..).partition(|tx| is_stun(&tx.message));
+    queue.extend(stun);
+    queue.extend(rest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tagged(message: &[u8]) -> TaggedBytesMut {
+        TaggedBytesMut {
+            now: Instant::now(),
+            transport: TransportContext::default(),
+            message: BytesMut::from(message),
+        }
+    }
+
+    fn stun(n: u8) -> Vec<u8> {
+        let mut m = vec![0x01, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+        m.extend([n; 12]);
+        m
+    }
+
+    #[test]
+    fn stun_goes_first_and_both_parts_keep_their_order() {
+        let dtls = |n: u8| vec![22, 0xfe, 0xfd, n];
+        let mut q: VecDeque<_> = [dtls(1), stun(1), dtls(2), dtls(3), stun(2)]
+            .iter()
+            .map(|m| tagged(m))
+            .collect();
+        stun_first(&mut q);
+        let order: Vec<Vec<u8>> = q.iter().map(|t| t.message.to_vec()).collect();
+        assert_eq!(order, vec![stun(1), stun(2), dtls(1), dtls(2), dtls(3)]);
+    }
+
+    #[test]
+    fn short_or_cookieless_datagrams_are_not_stun() {
+        assert!(is_stun(&stun(0)));
+        assert!(!is_stun(&stun(0)[..19]));
+        let mut no_cookie = stun(0);
+        no_cookie[4] = 0;
+        assert!(!is_stun(&no_cookie));
+        let mut dtls = stun(0);
+        dtls[0] = 22;
+        assert!(!is_stun(&dtls));
     }
 }

@@ -52,6 +52,13 @@ pub fn find_binary(env: &str, names: &[&str]) -> PathBuf {
 
 impl Browser {
     pub async fn start() -> Result<Self, String> {
+        Self::start_with(false).await
+    }
+
+    /// Like [`start`](Self::start); with `mdns`, Chromium hides its host addresses behind
+    /// `.local` names, as it does by default (without
+    /// `--disable-features=WebRtcHideLocalIpsWithMdns`).
+    pub async fn start_with(mdns: bool) -> Result<Self, String> {
         let chromium = find_binary("CHROMIUM", &["chromium", "chromium-browser"]);
         let chromedriver = find_binary("CHROMEDRIVER", &["chromedriver"]);
         let profile = TempDir::new("webrtc-streams-chromium");
@@ -94,7 +101,6 @@ impl Browser {
                 "--disable-component-update",
                 "--disable-sync",
                 "--allow-loopback-in-peer-connection",
-                "--disable-features=WebRtcHideLocalIpsWithMdns",
                 // A synthetic camera and microphone, granted without a prompt.
                 "--use-fake-device-for-media-stream",
                 "--use-fake-ui-for-media-stream",
@@ -102,6 +108,13 @@ impl Browser {
             .into_iter()
             .map(String::from)
             .collect::<Vec<_>>();
+            if mdns {
+                // With camera/microphone permission granted (the fake UI grants it) Chromium
+                // shows its addresses: the page gets no such permission in this mode.
+                args.retain(|a| !a.starts_with("--use-fake-"));
+            } else {
+                args.push("--disable-features=WebRtcHideLocalIpsWithMdns".into());
+            }
             // INTEROP_HEADFUL=1 shows the window (needs a display); see the README.
             if std::env::var_os("INTEROP_HEADFUL").is_none_or(|v| v.is_empty() || v == "0") {
                 args.insert(0, "--headless".into());

@@ -9,6 +9,7 @@ pub mod browser;
 
 use std::{
     future::Future,
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command},
     time::{Duration, Instant},
@@ -16,10 +17,15 @@ use std::{
 
 use bytes::Bytes;
 use futures::StreamExt;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+    task::JoinHandle,
+};
 use webrtc_streams::{
-    DataChannel, DataChannelMessage, EventStream, PeerConnection,
+    DataChannel, DataChannelMessage, EventStream, PeerConnection, PeerConnectionBuilder,
     rtc::peer_connection::{
-        configuration::setting_engine::{SctpMaxMessageSize, SettingEngine, SettingEngineBuilder},
+        configuration::setting_engine::{SctpMaxMessageSize, SettingEngine},
         state::RTCPeerConnectionState,
     },
 };
@@ -143,13 +149,12 @@ pub async fn echo_and_verify(dc: &DataChannel, script: Script) -> Result<(), Str
     Ok(())
 }
 
-/// Settings for our side: the largest SCTP message we accept (and advertise in the SDP as
-/// `a=max-message-size`), and no extra wait before a peer-reflexive pair is accepted (both
-/// remote stacks reach us from a candidate they never signal).
+/// Settings for our side: the crate's defaults (which accept the peer-reflexive pair both
+/// remote stacks reach us from without rtc's extra second) and the largest SCTP message we
+/// accept (and advertise in the SDP as `a=max-message-size`).
 pub fn setting_engine(max_message_size: u32) -> SettingEngine {
-    SettingEngineBuilder::new()
+    PeerConnectionBuilder::default_settings()
         .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(max_message_size))
-        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
         .build()
 }
 
@@ -535,4 +540,87 @@ pub fn encode_opus(dir: &Path, seconds: u32) -> Result<PathBuf, String> {
         return Err(format!("ffmpeg failed: {status}"));
     }
     Ok(out)
+}
+
+// ---- the page server ----------------------------------------------------------------------
+
+/// The page the browsers load: its functions are the browser side of every scenario.
+pub const PAGE: &str = include_str!("page.html");
+
+/// Serves [`PAGE`] to every GET on 127.0.0.1; stops on drop.
+pub struct PageServer {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl PageServer {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind page server");
+        let addr = listener.local_addr().expect("page server address");
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    // Read the request head (the page needs nothing else), then answer.
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 2048];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let (status, body) = if head.starts_with(b"GET / ") {
+                        ("200 OK", PAGE)
+                    } else {
+                        ("404 Not Found", "not found")
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n\
+                         Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(resp.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        Self { addr, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+impl Drop for PageServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Chromium's description without its non-loopback candidates. On a loopback-only machine
+/// Chromium signals none; where it has other interfaces it signals those, and we drop them so
+/// that our side sends only to 127.0.0.1 — the same peer-reflexive path either way.
+pub fn loopback_only(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        if let Some(c) = line.trim_end().strip_prefix("a=candidate:") {
+            // foundation component transport priority address port "typ" type ...
+            let address = c.split_whitespace().nth(4).unwrap_or_default();
+            let loopback = address
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                eprintln!(
+                    "ignoring chromium's non-loopback candidate: {}",
+                    line.trim_end()
+                );
+                continue;
+            }
+        }
+        out.push_str(line);
+    }
+    out
 }
