@@ -600,6 +600,7 @@ pub struct PeerConnectionBuilder {
     high_water_mark: usize,
     receive_budget: usize,
     ice_server_timeout: Duration,
+    tls_roots: Option<Vec<u8>>,
     bridge: Option<Starter>,
 }
 
@@ -618,6 +619,7 @@ impl Default for PeerConnectionBuilder {
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
             receive_budget: DEFAULT_RECEIVE_BUDGET,
             ice_server_timeout: DEFAULT_SERVER_TIMEOUT,
+            tls_roots: None,
             bridge: None,
         }
     }
@@ -778,6 +780,29 @@ impl PeerConnectionBuilder {
         self
     }
 
+    /// Trusts the certificates in `pem` (one or more PEM `CERTIFICATE` blocks) as the roots
+    /// for `turns:` ICE servers, instead of the built-in webpki roots (Mozilla's root
+    /// program). For a TURN server whose certificate comes from a private CA.
+    ///
+    /// A `turns:` server whose certificate does not chain to a trusted root is not used: it is
+    /// reported as an [`IceCandidateError`](crate::PeerConnectionEvent::IceCandidateError)
+    /// (code 701) whose text names the certificate error, and the other candidates are
+    /// gathered as usual. There is no way to skip verification.
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// let ca = std::fs::read("turn-ca.pem")?;
+    /// let pc = webrtc_streams::PeerConnection::builder()
+    ///     .tls_root_certificates(ca)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_roots = Some(pem.into());
+        self
+    }
+
     /// Sets the hook that starts a handler bridge for the built connection
     /// (see [`handler`](Self::handler)).
     pub(crate) fn set_bridge(mut self, start: Starter) -> Self {
@@ -791,11 +816,18 @@ impl PeerConnectionBuilder {
     /// # Errors
     ///
     /// [`Error::InvalidIceServer`] for a malformed ICE server URL, an unsupported scheme or
-    /// a TURN server without credentials, [`Error::NoRuntime`] without a usable runtime,
+    /// a TURN server without credentials, [`Error::InvalidTlsRoots`] if the
+    /// [`tls_root_certificates`](Self::tls_root_certificates) hold no certificate,
+    /// [`Error::NoRuntime`] without a usable runtime,
     /// [`Error::Io`] if a socket cannot be bound, [`Error::NoLocalAddress`] if nothing could
     /// be bound, and [`Error::InvalidOperation`] for a configuration the core rejects.
     pub async fn build(self) -> Result<PeerConnection> {
         let ice_servers = nat::ice_servers(self.configuration.ice_servers())?;
+        let tls = match &self.tls_roots {
+            Some(pem) => Some(nat::tls_config(Some(pem))?),
+            None if nat::needs_tls(&ice_servers) => Some(nat::tls_config(None)?),
+            None => None,
+        };
         let relay_only = self.configuration.ice_transport_policy() == RTCIceTransportPolicy::Relay;
         // Stored by the core but read only here: the TURN client runs in the driver.
         let refresh_cap = self.setting_engine.turn_allocation_refresh_interval_cap();
@@ -872,6 +904,7 @@ impl PeerConnectionBuilder {
                     timeout: self.ice_server_timeout,
                     relay_only,
                     refresh_cap,
+                    tls,
                 },
             },
         );
