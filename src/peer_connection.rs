@@ -640,10 +640,13 @@ impl PeerConnectionBuilder {
     /// The W3C configuration (ICE servers, policies, certificates).
     ///
     /// Every `stun:` server yields a server-reflexive candidate per local socket, every
-    /// `turn:` server (over UDP) a relayed candidate; with
-    /// `ice_transport_policy: Relay` only relayed candidates are gathered. `turn:` over TCP
-    /// and `turns:` are accepted but not supported yet: each reports an
-    /// [`IceCandidateError`](crate::PeerConnectionEvent::IceCandidateError) at gathering.
+    /// `turn:` server over UDP a relayed candidate per socket; with
+    /// `ice_transport_policy: Relay` only relayed candidates are gathered. A `turn:` server
+    /// over TCP (`?transport=tcp`) or a `turns:` server (TLS, its certificate verified, see
+    /// [`tls_root_certificates`](Self::tls_root_certificates)) is reached over one connection
+    /// per IP family and yields one relayed candidate for it: the way out of networks that
+    /// block UDP. A server that cannot be used is reported as an
+    /// [`IceCandidateError`](crate::PeerConnectionEvent::IceCandidateError).
     ///
     /// ```no_run
     /// # async fn f() -> webrtc_streams::Result<()> {
