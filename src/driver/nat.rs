@@ -235,6 +235,9 @@ pub(super) struct Nat {
     jobs: Vec<Job>,
     /// Connections of released allocations, to end once their last messages are written.
     closing: Vec<Link>,
+    /// Relayed addresses whose allocation was lost: what the core still sends from them is
+    /// dropped, never sent from a host socket instead (which would reveal it).
+    lost: Vec<SocketAddr>,
     /// Host names being resolved, with the local socket each one is for.
     lookups: Vec<Lookup>,
     /// Datagrams for the servers, to send from the socket named by `local_addr`.
@@ -296,6 +299,7 @@ impl Nat {
             tls: config.tls,
             jobs: Vec::new(),
             closing: Vec::new(),
+            lost: Vec::new(),
             lookups: Vec::new(),
             outbox: VecDeque::new(),
             relayed_in: VecDeque::new(),
@@ -372,9 +376,11 @@ impl Nat {
     /// Whether `local` is one of the relayed addresses (a datagram the core sends "from" it
     /// goes through the relay).
     pub(super) fn is_relayed(&self, local: SocketAddr) -> bool {
-        self.jobs
-            .iter()
-            .any(|j| j.state == JobState::Allocated(local))
+        self.lost.contains(&local)
+            || self
+                .jobs
+                .iter()
+                .any(|j| j.state == JobState::Allocated(local))
     }
 
     /// Sends `data` to `peer` through the relay at `relayed`.
@@ -598,6 +604,7 @@ impl Nat {
             JobState::Waiting(_) => self.error(server, local, UNREACHABLE, text),
             JobState::Allocated(relayed) => {
                 warn!("TURN allocation {relayed} lost: {text}");
+                self.lost.push(relayed);
                 self.error(
                     server,
                     local,
