@@ -137,6 +137,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: IceServerError,
     },
+    /// The PEM given to `PeerConnectionBuilder::tls_root_certificates` holds no usable
+    /// certificate.
+    #[error("invalid TLS root certificates: {0}")]
+    InvalidTlsRoots(String),
     /// An I/O error, such as a failure to bind a UDP socket.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),

@@ -725,6 +725,7 @@ pub struct PeerConnectionBuilder {
     receive_budget: usize,
     ice_server_timeout: Duration,
     failed_timeout: Duration,
+    tls_roots: Option<Vec<u8>>,
     bridge: Option<Starter>,
 }
 
@@ -749,6 +750,7 @@ impl Default for PeerConnectionBuilder {
             receive_budget: DEFAULT_RECEIVE_BUDGET,
             ice_server_timeout: DEFAULT_SERVER_TIMEOUT,
             failed_timeout: DEFAULT_FAILED_TIMEOUT,
+            tls_roots: None,
             bridge: None,
         }
     }
@@ -769,10 +771,13 @@ impl PeerConnectionBuilder {
     /// The W3C configuration (ICE servers, policies, certificates).
     ///
     /// Every `stun:` server yields a server-reflexive candidate per local socket, every
-    /// `turn:` server (over UDP) a relayed candidate; with
-    /// `ice_transport_policy: Relay` only relayed candidates are gathered. `turn:` over TCP
-    /// and `turns:` are accepted but not supported yet: each reports an
-    /// [`IceCandidateError`](crate::PeerConnectionEvent::IceCandidateError) at gathering.
+    /// `turn:` server over UDP a relayed candidate per socket; with
+    /// `ice_transport_policy: Relay` only relayed candidates are gathered. A `turn:` server
+    /// over TCP (`?transport=tcp`) or a `turns:` server (TLS, its certificate verified, see
+    /// [`tls_root_certificates`](Self::tls_root_certificates)) is reached over one connection
+    /// per IP family and yields one relayed candidate for it: the way out of networks that
+    /// block UDP. A server that cannot be used is reported as an
+    /// [`IceCandidateError`](crate::PeerConnectionEvent::IceCandidateError).
     ///
     /// ```no_run
     /// # async fn f() -> webrtc_streams::Result<()> {
@@ -1020,6 +1025,29 @@ impl PeerConnectionBuilder {
         self
     }
 
+    /// Trusts the certificates in `pem` (one or more PEM `CERTIFICATE` blocks) as the roots
+    /// for `turns:` ICE servers, instead of the built-in webpki roots (Mozilla's root
+    /// program). For a TURN server whose certificate comes from a private CA.
+    ///
+    /// A `turns:` server whose certificate does not chain to a trusted root is not used: it is
+    /// reported as an [`IceCandidateError`](crate::PeerConnectionEvent::IceCandidateError)
+    /// (code 701) whose text names the certificate error, and the other candidates are
+    /// gathered as usual. There is no way to skip verification.
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// let ca = std::fs::read("turn-ca.pem")?;
+    /// let pc = webrtc_streams::PeerConnection::builder()
+    ///     .tls_root_certificates(ca)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_roots = Some(pem.into());
+        self
+    }
+
     /// Sets the hook that starts a handler bridge for the built connection
     /// (see [`handler`](Self::handler)).
     pub(crate) fn set_bridge(mut self, start: Starter) -> Self {
@@ -1033,11 +1061,18 @@ impl PeerConnectionBuilder {
     /// # Errors
     ///
     /// [`Error::InvalidIceServer`] for a malformed ICE server URL, an unsupported scheme or
-    /// a TURN server without credentials, [`Error::NoRuntime`] without a usable runtime,
+    /// a TURN server without credentials, [`Error::InvalidTlsRoots`] if the
+    /// [`tls_root_certificates`](Self::tls_root_certificates) hold no certificate,
+    /// [`Error::NoRuntime`] without a usable runtime,
     /// [`Error::Io`] if a socket cannot be bound, [`Error::NoLocalAddress`] if nothing could
     /// be bound, and [`Error::InvalidOperation`] for a configuration the core rejects.
     pub async fn build(self) -> Result<PeerConnection> {
         let ice_servers = nat::ice_servers(self.configuration.ice_servers())?;
+        let tls = match &self.tls_roots {
+            Some(pem) => Some(nat::tls_config(Some(pem))?),
+            None if nat::needs_tls(&ice_servers) => Some(nat::tls_config(None)?),
+            None => None,
+        };
         let relay_only = self.configuration.ice_transport_policy() == RTCIceTransportPolicy::Relay;
         let runtime = match self.runtime {
             Some(rt) => rt,
@@ -1140,6 +1175,7 @@ impl PeerConnectionBuilder {
                     timeout: self.ice_server_timeout,
                     relay_only,
                     refresh_cap,
+                    tls,
                 },
                 mdns: mdns_mode != MulticastDnsMode::Disabled,
                 mdns_gather: mdns_mode == MulticastDnsMode::QueryAndGather,

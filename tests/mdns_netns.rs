@@ -97,8 +97,14 @@ async fn a_hidden_host_address_is_resolved_over_multicast_dns() {
         .expect("channel");
     let offer = offerer.create_offer().await.expect("offer");
     offerer.set_local_description(offer).await.expect("sld");
-    within("offerer gathering", offerer.gathering_complete()).await;
-    let offer = offerer.local_description().await.expect("offer sdp");
+    within("offerer gathering", offerer.gathering_complete())
+        .await
+        .expect("gathering");
+    let offer = offerer
+        .local_description()
+        .await
+        .expect("offer sdp")
+        .expect("an offer");
     let lines = candidate_lines(&offer.sdp);
     assert!(
         !lines.is_empty() && lines.iter().all(|l| l.contains(".local ")),
@@ -112,8 +118,14 @@ async fn a_hidden_host_address_is_resolved_over_multicast_dns() {
     answerer.set_remote_description(offer).await.expect("srd");
     let answer = answerer.create_answer().await.expect("answer");
     answerer.set_local_description(answer).await.expect("sld");
-    within("answerer gathering", answerer.gathering_complete()).await;
-    let answer = answerer.local_description().await.expect("answer sdp");
+    within("answerer gathering", answerer.gathering_complete())
+        .await
+        .expect("gathering");
+    let answer = answerer
+        .local_description()
+        .await
+        .expect("answer sdp")
+        .expect("an answer");
     let answer = RTCSessionDescription::answer(without_candidates(&answer.sdp)).unwrap();
     offerer.set_remote_description(answer).await.expect("srd");
 

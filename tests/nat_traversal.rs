@@ -406,3 +406,105 @@ async fn public_server_serves_a_client_behind_endpoint_independent_nat() {
 async fn public_server_serves_a_client_behind_symmetric_nat() {
     bounded(public_server_serves_client_behind(Nat::Symmetric)).await;
 }
+
+/// Both homes drop every UDP packet on its way out (TCP still leaves, masqueraded): only
+/// TURN over a stream gets through. `tls` picks TLS over TCP; relay-only, as in the symmetric
+/// case (rtc's TURN client and channel bindings).
+async fn udp_blocked_case(tls: bool) {
+    common::init_log();
+    let net = Internet::new(Nat::UdpBlocked, Nat::UdpBlocked);
+    let turn = Coturn::start(CoturnConfig {
+        listen_ip: SERVER_IP.into(),
+        netns: Some(net.public.clone()),
+        tls,
+        ..CoturnConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("coturn: {e}"));
+    let (rt_a, rt_b) = (NsRuntime::start(&net.a.host), NsRuntime::start(&net.b.host));
+    let url = if tls {
+        turn.turns_url().expect("turns url")
+    } else {
+        turn.turn_tcp_url()
+    };
+    // The UDP URL is given too: it must fail (UDP is blocked) without holding anything up.
+    let servers = vec![turn.ice_server(&[turn.turn_udp_url(), url.clone()])];
+    let ca = turn
+        .ca_pem
+        .as_ref()
+        .map(|p| std::fs::read(p).expect("CA PEM"));
+    let a = relay_only_peer(&rt_a, servers.clone(), ca.clone()).await;
+    let b = relay_only_peer(&rt_b, servers, ca).await;
+    let mut errors = a.ice_candidate_errors();
+    let dc = a
+        .create_data_channel("setup", RTCDataChannelInit::default())
+        .await
+        .expect("channel");
+    negotiate_trickle(&a, &b).await;
+    assert_gathered(&a, "peer A", "relay").await;
+    assert_gathered(&b, "peer B", "relay").await;
+    // The UDP server timed out; the stream server did not fail.
+    let error = within("UDP TURN error", errors.next())
+        .await
+        .expect("error event");
+    assert_eq!(error.url, turn.turn_udp_url(), "{error:?}");
+    assert_eq!(error.error_code, 701, "{error:?}");
+    tokio::join!(connected(&a), connected(&b));
+    within("setup channel", dc.opened()).await.expect("open");
+    exchange(&a, &b).await;
+
+    let (sa, sb) = (selected(&a, "A").await, selected(&b, "B").await);
+    for (who, s) in [("A", &sa), ("B", &sb)] {
+        assert_eq!(
+            s.local.typ,
+            RTCIceCandidateType::Relay,
+            "{who}: UDP blocked, yet the local end is not relayed: {s:?}\n{}",
+            turn.diagnostics()
+        );
+        assert_eq!(
+            s.local.addr.map(|a| a.ip()),
+            Some(IpAddr::from(SERVER_IP)),
+            "{who}: relayed address is coturn's: {s:?}"
+        );
+    }
+    let log = turn.log_text();
+    assert!(
+        log.matches("tcp or tls connected to").count() >= 2,
+        "the allocations came over streams\n{}",
+        turn.diagnostics()
+    );
+    a.close().await.ok();
+    b.close().await.ok();
+}
+
+/// A relay-only connection in `rt`'s namespace, trusting `ca` (PEM) for `turns:` servers.
+async fn relay_only_peer(
+    rt: &NsRuntime,
+    servers: Vec<RTCIceServer>,
+    ca: Option<Vec<u8>>,
+) -> PeerConnection {
+    rt.peer(move || {
+        let builder = PeerConnection::builder()
+            .ice_server_timeout(Duration::from_secs(3))
+            .configuration(
+                RTCConfigurationBuilder::new()
+                    .with_ice_servers(servers)
+                    .with_ice_transport_policy(RTCIceTransportPolicy::Relay)
+                    .build(),
+            );
+        match ca {
+            Some(ca) => builder.tls_root_certificates(ca),
+            None => builder,
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_homes_udp_blocked_connect_through_turn_over_tcp() {
+    bounded(udp_blocked_case(false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_homes_udp_blocked_connect_through_turn_over_tls() {
+    bounded(udp_blocked_case(true)).await;
+}

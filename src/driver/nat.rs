@@ -15,6 +15,14 @@
 //! goes to the inbound filter, which refuses it like any other stranger, so it can create no
 //! candidate.
 //!
+//! A TURN server reached over TCP (`turn:…?transport=tcp`) or TLS (`turns:`) gets one job per
+//! IP family, not per socket: its messages travel on a [`Link`] (one connection to the
+//! server) instead of a socket, and only the relay behind it is UDP. Relayed data enters the
+//! core exactly as over UDP, with the relayed address as local address. A `turns:` server's
+//! certificate is verified against the webpki roots, or the roots given to
+//! `PeerConnectionBuilder::tls_root_certificates`; a certificate error, like a connection
+//! that fails or is lost, is an error event (701) with a text saying what happened.
+//!
 //! A server that never answers holds gathering back only until the job's deadline
 //! ([`DEFAULT_SERVER_TIMEOUT`], or the builder's setting); then the job ends with a 701 error
 //! (the W3C code for "server not reachable") and gathering completes without it.
@@ -46,7 +54,14 @@ use rtc::{
     turn::client::{Client, ClientConfig, Event},
 };
 
-use crate::error::{Error, IceServerError, Result};
+use crate::{
+    error::{Error, IceServerError, Result},
+    runtime::Runtime,
+};
+
+mod link;
+
+use link::{Link, TlsSettings};
 
 /// How long gathering waits for a STUN or TURN server that does not answer.
 pub(crate) const DEFAULT_SERVER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,9 +86,16 @@ enum ServerKind {
     Stun,
     /// TURN over UDP.
     Turn,
-    /// TURN over TCP or TLS: accepted in the configuration (browsers accept it), reported as
-    /// an error at gathering time.
-    TurnStream,
+    /// TURN over TCP (`turn:…?transport=tcp`).
+    TurnTcp,
+    /// TURN over TLS over TCP (`turns:`).
+    TurnTls,
+}
+
+impl ServerKind {
+    fn is_stream(self) -> bool {
+        matches!(self, Self::TurnTcp | Self::TurnTls)
+    }
 }
 
 /// Checks the configured ICE servers: every URL must parse, have a `stun:`, `turn:` or
@@ -97,7 +119,8 @@ pub(crate) fn ice_servers(servers: &[RTCIceServer]) -> Result<Vec<IceServer>> {
             let kind = match (parsed.scheme, parsed.proto) {
                 (SchemeType::Stun, _) => ServerKind::Stun,
                 (SchemeType::Turn, ProtoType::Udp) => ServerKind::Turn,
-                (SchemeType::Turn | SchemeType::Turns, _) => ServerKind::TurnStream,
+                (SchemeType::Turn, _) => ServerKind::TurnTcp,
+                (SchemeType::Turns, _) => ServerKind::TurnTls,
                 (other, _) => {
                     return Err(invalid(IceServerError::UnsupportedScheme(
                         other.to_string(),
@@ -156,6 +179,44 @@ pub(crate) struct NatConfig {
     pub(crate) relay_only: bool,
     /// `SettingEngine::turn_allocation_refresh_interval_cap`.
     pub(crate) refresh_cap: Option<Duration>,
+    /// TLS client settings for `turns:` servers (`None` when there is none).
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Whether any of `servers` is a `turns:` server (which needs [`tls_config`]).
+pub(crate) fn needs_tls(servers: &[IceServer]) -> bool {
+    servers.iter().any(|s| s.kind == ServerKind::TurnTls)
+}
+
+/// The TLS client settings for `turns:` servers: their certificates are verified against the
+/// roots in `roots_pem` (PEM certificates) if given, else against the webpki roots (Mozilla's
+/// root program).
+pub(crate) fn tls_config(roots_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    match roots_pem {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| Error::InvalidTlsRoots(e.to_string()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| Error::InvalidTlsRoots(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(Error::InvalidTlsRoots(
+                    "no certificate in the PEM".to_owned(),
+                ));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::InvalidTlsRoots(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// The STUN and TURN jobs of one connection.
@@ -169,7 +230,14 @@ pub(super) struct Nat {
     relay_only: bool,
     /// Upper bound of the interval between allocation refreshes (the setting engine's).
     refresh_cap: Option<Duration>,
+    /// TLS client settings for `turns:` servers.
+    tls: Option<Arc<rustls::ClientConfig>>,
     jobs: Vec<Job>,
+    /// Connections of released allocations, to end once their last messages are written.
+    closing: Vec<Link>,
+    /// Relayed addresses whose allocation was lost: what the core still sends from them is
+    /// dropped, never sent from a host socket instead (which would reveal it).
+    lost: Vec<SocketAddr>,
     /// Host names being resolved, with the local socket each one is for.
     lookups: Vec<Lookup>,
     /// Datagrams for the servers, to send from the socket named by `local_addr`.
@@ -194,6 +262,8 @@ struct Job {
     addr: SocketAddr,
     client: Client,
     state: JobState,
+    /// The connection to a TURN server over TCP or TLS; `None` over UDP.
+    link: Option<Link>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +296,10 @@ impl Nat {
             crypto,
             relay_only: config.relay_only,
             refresh_cap: config.refresh_cap,
+            tls: config.tls,
             jobs: Vec::new(),
+            closing: Vec::new(),
+            lost: Vec::new(),
             lookups: Vec::new(),
             outbox: VecDeque::new(),
             relayed_in: VecDeque::new(),
@@ -256,11 +329,14 @@ impl Nat {
             if s.kind == ServerKind::Stun && self.relay_only {
                 continue;
             }
+            let mut families = Vec::new();
             for &local in sockets {
-                if s.kind == ServerKind::TurnStream {
-                    let text = "TURN over TCP or TLS is not supported yet";
-                    self.error(server, local, UNREACHABLE, text.to_owned());
-                    continue;
+                // Over TCP or TLS one connection per IP family serves every socket.
+                if s.kind.is_stream() {
+                    if families.contains(&local.is_ipv4()) {
+                        continue;
+                    }
+                    families.push(local.is_ipv4());
                 }
                 match s.host.parse::<IpAddr>() {
                     Ok(ip) => self.start_job(now, server, local, SocketAddr::new(ip, s.port)),
@@ -300,9 +376,11 @@ impl Nat {
     /// Whether `local` is one of the relayed addresses (a datagram the core sends "from" it
     /// goes through the relay).
     pub(super) fn is_relayed(&self, local: SocketAddr) -> bool {
-        self.jobs
-            .iter()
-            .any(|j| j.state == JobState::Allocated(local))
+        self.lost.contains(&local)
+            || self
+                .jobs
+                .iter()
+                .any(|j| j.state == JobState::Allocated(local))
     }
 
     /// Sends `data` to `peer` through the relay at `relayed`.
@@ -352,7 +430,11 @@ impl Nat {
         datagram: &[u8],
     ) -> bool {
         let Some(i) = self.jobs.iter().position(|j| {
-            j.local == local && j.addr == peer && j.state != JobState::Done && j.owns(datagram)
+            j.link.is_none()
+                && j.local == local
+                && j.addr == peer
+                && j.state != JobState::Done
+                && j.owns(datagram)
         }) else {
             return false;
         };
@@ -452,6 +534,89 @@ impl Nat {
         any
     }
 
+    /// Polls the connections to TURN servers over TCP or TLS: connects them, writes what the
+    /// clients sent and hands the clients what the servers answered. A connection that fails
+    /// ends its job with an error event. Returns whether anything happened.
+    pub(super) fn poll_links(
+        &mut self,
+        cx: &mut Context<'_>,
+        now: Instant,
+        runtime: &dyn Runtime,
+    ) -> bool {
+        let mut any = false;
+        let mut messages = Vec::new();
+        for i in 0..self.jobs.len() {
+            let Some(link) = &mut self.jobs[i].link else {
+                continue;
+            };
+            let polled = link.poll(cx, runtime, &mut messages);
+            let (local, addr) = (self.jobs[i].local, self.jobs[i].addr);
+            for message in messages.drain(..) {
+                let msg = TaggedBytesMut {
+                    now,
+                    transport: TransportContext {
+                        local_addr: local,
+                        peer_addr: addr,
+                        transport_protocol: TransportProtocol::TCP,
+                        ecn: None,
+                    },
+                    message: BytesMut::from(&message[..]),
+                };
+                if let Err(e) = self.jobs[i].client.handle_read(msg) {
+                    debug!("from {addr}: {e}");
+                }
+                self.collect(now, i);
+            }
+            match polled {
+                Ok(progress) => any |= progress,
+                Err(text) => {
+                    any = true;
+                    self.link_failed(i, text);
+                }
+            }
+        }
+        self.sweep();
+        any
+    }
+
+    /// Writes what the clients sent onto their connections. Returns whether anything was
+    /// written.
+    pub(super) fn flush_links(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut any = false;
+        for link in self.jobs.iter_mut().filter_map(|j| j.link.as_mut()) {
+            any |= link.flush(cx);
+        }
+        any
+    }
+
+    /// Ends the connections of released allocations, after writing (best effort) the release.
+    pub(super) fn close_links(&mut self, cx: &mut Context<'_>) {
+        for mut link in self.closing.drain(..) {
+            link.close(cx);
+        }
+    }
+
+    /// The connection of job `i` failed: while gathering, the server is unreachable; with an
+    /// allocation in use, the relayed candidate is gone (its pairs fail by consent freshness).
+    fn link_failed(&mut self, i: usize, text: String) {
+        let (server, local) = (self.jobs[i].server, self.jobs[i].local);
+        match self.jobs[i].state {
+            JobState::Waiting(_) => self.error(server, local, UNREACHABLE, text),
+            JobState::Allocated(relayed) => {
+                warn!("TURN allocation {relayed} lost: {text}");
+                self.lost.push(relayed);
+                self.error(
+                    server,
+                    local,
+                    UNREACHABLE,
+                    format!("allocation lost: {text}"),
+                );
+            }
+            JobState::Done => {}
+        }
+        self.jobs[i].state = JobState::Done;
+    }
+
     /// Releases the allocations (a Refresh with lifetime 0 each; sent best effort) and stops
     /// every job.
     pub(super) fn close(&mut self, now: Instant) {
@@ -468,7 +633,8 @@ impl Nat {
             }
             self.collect(now, i);
         }
-        self.jobs.clear();
+        self.closing
+            .extend(self.jobs.drain(..).filter_map(|j| j.link));
         self.lookups.clear();
     }
 
@@ -481,7 +647,29 @@ impl Nat {
             self.error(server, local, UNREACHABLE, "no crypto provider".to_owned());
             return;
         };
-        let turn = s.kind == ServerKind::Turn;
+        let turn = s.kind != ServerKind::Stun;
+        let link = match s.kind {
+            ServerKind::TurnTcp => Some(Link::new(addr, None)),
+            ServerKind::TurnTls => {
+                let host = s.host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned());
+                match (self.tls.clone(), name) {
+                    (Some(config), Ok(name)) => {
+                        Some(Link::new(addr, Some(TlsSettings { config, name })))
+                    }
+                    (None, _) => {
+                        self.error(server, local, UNREACHABLE, "no TLS settings".to_owned());
+                        return;
+                    }
+                    (_, Err(e)) => {
+                        let text = format!("TLS: invalid server name {host:?}: {e}");
+                        self.error(server, local, UNREACHABLE, text);
+                        return;
+                    }
+                }
+            }
+            ServerKind::Stun | ServerKind::Turn => None,
+        };
         let config = ClientConfig {
             stun_serv_addr: if turn {
                 String::new()
@@ -494,7 +682,11 @@ impl Nat {
                 String::new()
             },
             local_addr: local,
-            transport_protocol: TransportProtocol::UDP,
+            transport_protocol: if link.is_some() {
+                TransportProtocol::TCP
+            } else {
+                TransportProtocol::UDP
+            },
             username: s.username.clone(),
             password: s.credential.clone(),
             allocation_refresh_interval_cap: self.refresh_cap,
@@ -522,6 +714,7 @@ impl Nat {
             addr,
             client,
             state: JobState::Waiting(now + self.timeout),
+            link,
         });
         self.collect(now, self.jobs.len() - 1);
     }
@@ -553,14 +746,21 @@ impl Nat {
 
     /// Takes the client's datagrams and events of job `i`.
     fn collect(&mut self, now: Instant, i: usize) {
-        while let Some(tx) = self.jobs[i].client.poll_write() {
-            self.outbox.push_back(tx);
-        }
+        self.collect_writes(i);
         while let Some(ev) = self.jobs[i].client.poll_event() {
             self.handle_event(now, i, ev);
         }
-        while let Some(tx) = self.jobs[i].client.poll_write() {
-            self.outbox.push_back(tx);
+        self.collect_writes(i);
+    }
+
+    /// Takes the client's messages of job `i`: onto its connection, or to the socket outbox.
+    fn collect_writes(&mut self, i: usize) {
+        let job = &mut self.jobs[i];
+        while let Some(tx) = job.client.poll_write() {
+            match &mut job.link {
+                Some(link) => link.send(&tx.message),
+                None => self.outbox.push_back(tx),
+            }
         }
     }
 
@@ -756,6 +956,48 @@ mod tests {
             reason(&["turn:127.0.0.1"], "u", ""),
             IceServerError::MissingCredentials
         );
+    }
+
+    #[test]
+    fn tcp_and_tls_urls_are_stream_servers() {
+        let ok = ice_servers(&[server(
+            &[
+                "turn:127.0.0.1:3478?transport=tcp",
+                "turns:turn.example.org:5349?transport=tcp",
+                "turns:turn.example.org",
+            ],
+            "u",
+            "p",
+        )])
+        .expect("valid");
+        let kinds: Vec<_> = ok.iter().map(|s| s.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                ServerKind::TurnTcp,
+                ServerKind::TurnTls,
+                ServerKind::TurnTls
+            ]
+        );
+        assert_eq!(ok[2].port, 5349, "turns: defaults to 5349");
+        assert!(needs_tls(&ok));
+        assert!(!needs_tls(&ok[..1]));
+    }
+
+    #[test]
+    fn tls_roots_are_checked() {
+        assert!(tls_config(None).is_ok(), "webpki roots");
+        for bad in [
+            &b""[..],
+            b"not a certificate",
+            b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n",
+        ] {
+            assert!(
+                matches!(tls_config(Some(bad)), Err(Error::InvalidTlsRoots(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

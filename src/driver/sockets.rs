@@ -246,7 +246,7 @@ impl Io {
     /// Sends the datagrams of the STUN/TURN jobs (requests, relayed data). Returns whether
     /// anything was sent.
     fn drain_server_outbox(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut any = false;
+        let mut any = self.nat.flush_links(cx);
         if self.nat.outbox.len() > MAX_SERVER_OUTBOX {
             debug!(
                 "server outbox full: {} datagrams dropped",
@@ -299,35 +299,53 @@ impl Io {
         thread_local! {
             static RECV_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        RECV_BUF.with(|cell| {
-            let mut buf = cell.borrow_mut();
-            if buf.len() < self.recv_buffer {
-                buf.resize(self.recv_buffer, 0);
-            }
-            let mut any = self.mdns.poll_recv(cx, core, runtime.now());
-            for i in 0..self.sockets.len() {
-                let local = self.sockets[i].addr;
-                for _ in 0..DATAGRAMS_PER_ROUND {
-                    let (len, stride, peer) =
-                        match self.sockets[i].sock.poll_recv_segments(cx, &mut buf) {
-                            Poll::Ready(Ok(r)) => r,
-                            Poll::Ready(Err(e)) => {
-                                // e.g. ICMP port unreachable reported on the next receive
-                                trace!("recv on {local}: {e}");
-                                any = true;
-                                continue;
-                            }
-                            Poll::Pending => break,
-                        };
-                    any = true;
-                    let now = runtime.now();
-                    for datagram in buf[..len.min(buf.len())].chunks(stride.max(1)) {
-                        self.handle_datagram(core, now, local, peer, datagram);
+        let links = self.poll_server_links(cx, core, runtime);
+        links
+            | RECV_BUF.with(|cell| {
+                let mut buf = cell.borrow_mut();
+                if buf.len() < self.recv_buffer {
+                    buf.resize(self.recv_buffer, 0);
+                }
+                let mut any = self.mdns.poll_recv(cx, core, runtime.now());
+                for i in 0..self.sockets.len() {
+                    let local = self.sockets[i].addr;
+                    for _ in 0..DATAGRAMS_PER_ROUND {
+                        let (len, stride, peer) =
+                            match self.sockets[i].sock.poll_recv_segments(cx, &mut buf) {
+                                Poll::Ready(Ok(r)) => r,
+                                Poll::Ready(Err(e)) => {
+                                    // e.g. ICMP port unreachable reported on the next receive
+                                    trace!("recv on {local}: {e}");
+                                    any = true;
+                                    continue;
+                                }
+                                Poll::Pending => break,
+                            };
+                        any = true;
+                        let now = runtime.now();
+                        for datagram in buf[..len.min(buf.len())].chunks(stride.max(1)) {
+                            self.handle_datagram(core, now, local, peer, datagram);
+                        }
                     }
                 }
-            }
-            any
-        })
+                any
+            })
+    }
+
+    /// Polls the TCP and TLS connections to TURN servers; data their relays received enters
+    /// like a datagram received on the relayed address. Returns whether anything happened.
+    fn poll_server_links(
+        &mut self,
+        cx: &mut Context<'_>,
+        core: &mut RTCPeerConnection,
+        runtime: &dyn Runtime,
+    ) -> bool {
+        let now = runtime.now();
+        let any = self.nat.poll_links(cx, now, runtime);
+        while let Some((relayed, from, data)) = self.nat.relayed_in.pop_front() {
+            self.handle_datagram(core, now, relayed, from, &data);
+        }
+        any
     }
 
     fn handle_datagram(
@@ -396,6 +414,7 @@ impl Io {
         self.nat.close(now);
         self.drain_server_outbox(cx);
         self.mdns.close();
+        self.nat.close_links(cx);
         self.sockets.clear();
     }
 }

@@ -3,7 +3,7 @@
 use std::{
     future::Future,
     io,
-    net::{SocketAddr, UdpSocket},
+    net::{SocketAddr, TcpStream, UdpSocket},
     pin::Pin,
     task::{Context, Poll},
     time::Instant,
@@ -12,7 +12,9 @@ use std::{
 use async_io::{Async, Timer};
 use quinn_udp::UdpSocketState;
 
-use super::{AsyncTimer, AsyncUdpSocket, udp};
+use futures::io::{AsyncRead, AsyncWrite};
+
+use super::{AsyncTcpStream, AsyncTimer, AsyncUdpSocket, ConnectTcp, udp};
 
 /// A resettable `async-io` timer.
 #[derive(Debug)]
@@ -125,5 +127,41 @@ impl AsyncUdpSocket for AsyncIoUdpSocket {
 
     fn recv_buffer_size(&self) -> usize {
         udp::recv_buffer_size(&self.1)
+    }
+}
+
+/// Opens a TCP connection on the `async-io` reactor.
+pub(crate) fn connect_tcp(addr: SocketAddr) -> ConnectTcp {
+    Box::pin(async move {
+        let stream = Async::<TcpStream>::connect(addr).await?;
+        stream.get_ref().set_nodelay(true)?;
+        Ok(Box::new(AsyncIoTcpStream(stream)) as Box<dyn AsyncTcpStream>)
+    })
+}
+
+/// A TCP stream registered with the `async-io` reactor.
+#[derive(Debug)]
+struct AsyncIoTcpStream(Async<TcpStream>);
+
+impl AsyncTcpStream for AsyncIoTcpStream {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_shutdown(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // `Async`'s `poll_close` only flushes (a no-op for TCP): shut down the socket itself.
+        Poll::Ready(self.0.get_ref().shutdown(std::net::Shutdown::Write))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().peer_addr()
     }
 }

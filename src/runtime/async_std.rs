@@ -4,11 +4,18 @@
 //! (`runtime-smol`). This runtime is kept thin: tasks go to async-std's executor, sockets and
 //! timers to `async-io`, the reactor async-std 1.13 itself runs on.
 
-use std::{future::Future, io, net::UdpSocket, pin::Pin, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    io,
+    net::{SocketAddr, UdpSocket},
+    pin::Pin,
+    sync::Arc,
+    time::Instant,
+};
 
 use super::{
-    AsyncTimer, AsyncUdpSocket, Runtime,
-    async_io::{AsyncIoTimer, AsyncIoUdpSocket},
+    AsyncTimer, AsyncUdpSocket, ConnectTcp, Runtime,
+    async_io::{self, AsyncIoTimer, AsyncIoUdpSocket},
 };
 
 /// The async-std runtime. Prefer [`SmolRuntime`](super::SmolRuntime) for new code: async-std
@@ -28,5 +35,9 @@ impl Runtime for AsyncStdRuntime {
 
     fn wrap_udp_socket(&self, socket: UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         Ok(Arc::new(AsyncIoUdpSocket::new(socket)?))
+    }
+
+    fn connect_tcp(&self, addr: SocketAddr) -> ConnectTcp {
+        async_io::connect_tcp(addr)
     }
 }

@@ -16,7 +16,7 @@
 use std::{
     future::Future,
     io,
-    net::UdpSocket,
+    net::{SocketAddr, UdpSocket},
     pin::Pin,
     sync::{
         Arc,
@@ -29,7 +29,10 @@ use std::{
 use embassy_executor::{Executor, SendSpawner};
 use log::warn;
 
-use super::{AsyncTimer, AsyncUdpSocket, Runtime, async_io::AsyncIoUdpSocket};
+use super::{
+    AsyncTimer, AsyncUdpSocket, ConnectTcp, Runtime,
+    async_io::{self, AsyncIoUdpSocket},
+};
 
 /// How many futures may run on embassy executors at once (all [`EmbassyRuntime`]s together).
 pub const TASK_POOL_SIZE: usize = 1024;
@@ -105,6 +108,10 @@ impl Runtime for EmbassyRuntime {
 
     fn wrap_udp_socket(&self, socket: UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         Ok(Arc::new(AsyncIoUdpSocket::new(socket)?))
+    }
+
+    fn connect_tcp(&self, addr: SocketAddr) -> ConnectTcp {
+        async_io::connect_tcp(addr)
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! A connection's driver is one future. It needs four things from the world: a way to run that
 //! future ([`Runtime::spawn`]), non-blocking UDP sockets ([`Runtime::wrap_udp_socket`]), one
-//! resettable timer ([`Runtime::new_timer`]) and the current time ([`Runtime::now`]). The driver
+//! resettable timer ([`Runtime::new_timer`]) and the current time ([`Runtime::now`]). A fifth,
+//! outgoing TCP connections ([`Runtime::connect_tcp`]), is needed only to reach TURN servers
+//! over TCP or TLS; its default reports [`io::ErrorKind::Unsupported`]. The driver
 //! takes time *only* from [`Runtime::now`], so a runtime with a virtual clock drives the whole
 //! protocol stack on virtual time.
 //!
@@ -116,6 +118,47 @@ pub trait Runtime: Send + Sync + Debug + 'static {
     fn now(&self) -> Instant {
         Instant::now()
     }
+
+    /// Opens a TCP connection to `addr` (used for `turn:…?transport=tcp` and `turns:` ICE
+    /// servers).
+    ///
+    /// The future must be `Send` and may be dropped before it completes (the connection
+    /// attempt is then abandoned). The default fails with [`io::ErrorKind::Unsupported`]: a
+    /// runtime without TCP still runs every connection whose ICE servers use UDP, and reports
+    /// TCP and TLS TURN servers as unreachable.
+    fn connect_tcp(&self, addr: SocketAddr) -> ConnectTcp {
+        let _ = addr;
+        Box::pin(std::future::ready(Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this runtime has no TCP connections",
+        ))))
+    }
+}
+
+/// A TCP connection being opened by [`Runtime::connect_tcp`].
+pub type ConnectTcp = Pin<Box<dyn Future<Output = io::Result<Box<dyn AsyncTcpStream>>> + Send>>;
+
+/// A connected TCP stream registered with a reactor: a byte pipe in each direction.
+///
+/// The methods follow the usual poll contract: `Pending` registers `cx`'s waker, which is woken
+/// when the operation may make progress.
+pub trait AsyncTcpStream: Send + Debug + 'static {
+    /// Reads into `buf`, returning how many bytes were read; `Ok(0)` means the peer closed
+    /// its sending half (end of stream).
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
+
+    /// Writes a prefix of `buf`, returning how many bytes were taken (at least one when `buf`
+    /// is not empty).
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
+
+    /// Shuts down the sending half (a TCP FIN) after what was written.
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// The local address of the connection.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+
+    /// The address of the remote end.
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
 }
 
 /// A timer that can be re-armed without being re-created.
@@ -238,4 +281,129 @@ pub(crate) fn default_runtime() -> crate::error::Result<Arc<dyn Runtime>> {
         "no runtime given to the builder and no built-in runtime is usable here \
          (enable `runtime-tokio` and call from inside a Tokio runtime, or pass one with `.runtime(..)`)",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        future::Future,
+        io::{self, Read, Write},
+        pin::Pin,
+        sync::Arc,
+        time::Instant,
+    };
+
+    use futures::future::poll_fn;
+
+    #[cfg(feature = "runtime-async-std")]
+    use super::AsyncStdRuntime;
+    #[cfg(feature = "runtime-embassy")]
+    use super::EmbassyRuntime;
+    #[cfg(feature = "runtime-smol")]
+    use super::SmolRuntime;
+    #[cfg(feature = "runtime-tokio")]
+    use super::TokioRuntime;
+    use super::{AsyncTimer, AsyncUdpSocket, Runtime};
+
+    /// Connects through `rt` to an echo server on loopback, writes 200 KB (more than one
+    /// socket buffer takes at once), shuts the sending half down and reads everything back.
+    #[allow(dead_code)]
+    async fn echo_round_trip(rt: &dyn Runtime) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let server_addr = listener.local_addr().expect("addr");
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut all = Vec::new();
+            conn.read_to_end(&mut all).expect("read");
+            conn.write_all(&all).expect("write");
+        });
+        let mut stream = rt.connect_tcp(server_addr).await.expect("connect");
+        assert_eq!(stream.peer_addr().expect("peer"), server_addr);
+        assert!(stream.local_addr().expect("local").ip().is_loopback());
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut sent = 0;
+        while sent < data.len() {
+            let n = poll_fn(|cx| stream.poll_write(cx, &data[sent..]))
+                .await
+                .expect("write");
+            assert!(n > 0);
+            sent += n;
+        }
+        poll_fn(|cx| stream.poll_shutdown(cx))
+            .await
+            .expect("shutdown");
+        let mut back = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = poll_fn(|cx| stream.poll_read(cx, &mut buf))
+                .await
+                .expect("read");
+            if n == 0 {
+                break;
+            }
+            back.extend_from_slice(&buf[..n]);
+        }
+        assert!(back == data, "{} bytes came back", back.len());
+        server.join().expect("server thread");
+    }
+
+    #[cfg(feature = "runtime-tokio")]
+    #[tokio::test]
+    async fn tokio_tcp_round_trip() {
+        echo_round_trip(&TokioRuntime::current()).await;
+    }
+
+    #[cfg(feature = "runtime-smol")]
+    #[test]
+    fn smol_tcp_round_trip() {
+        ::smol::block_on(echo_round_trip(&SmolRuntime));
+    }
+
+    #[cfg(feature = "runtime-async-std")]
+    #[test]
+    fn async_std_tcp_round_trip() {
+        ::async_std::task::block_on(echo_round_trip(&AsyncStdRuntime));
+    }
+
+    #[cfg(feature = "runtime-embassy")]
+    #[test]
+    fn embassy_tcp_round_trip() {
+        let rt = EmbassyRuntime::start().expect("embassy");
+        // The sockets are on async-io's reactor, which runs on its own thread.
+        futures::executor::block_on(echo_round_trip(&rt));
+    }
+
+    #[cfg(feature = "runtime-tokio")]
+    #[tokio::test]
+    async fn a_refused_connection_is_an_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let err = TokioRuntime::current()
+            .connect_tcp(addr)
+            .await
+            .expect_err("nothing listens");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+    }
+
+    /// A runtime that implements only the required methods.
+    #[derive(Debug)]
+    struct Minimal;
+
+    impl Runtime for Minimal {
+        fn spawn(&self, _: Pin<Box<dyn Future<Output = ()> + Send>>) {}
+        fn new_timer(&self, _: Instant) -> Pin<Box<dyn AsyncTimer>> {
+            unreachable!("not used by the test")
+        }
+        fn wrap_udp_socket(&self, _: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+    }
+
+    #[test]
+    fn tcp_is_unsupported_by_default() {
+        let err = futures::executor::block_on(Minimal.connect_tcp("127.0.0.1:9".parse().unwrap()))
+            .expect_err("no TCP");
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+    }
 }

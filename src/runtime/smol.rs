@@ -1,10 +1,17 @@
 //! [`Runtime`] for smol (feature `runtime-smol`).
 
-use std::{future::Future, io, net::UdpSocket, pin::Pin, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    io,
+    net::{SocketAddr, UdpSocket},
+    pin::Pin,
+    sync::Arc,
+    time::Instant,
+};
 
 use super::{
-    AsyncTimer, AsyncUdpSocket, Runtime,
-    async_io::{AsyncIoTimer, AsyncIoUdpSocket},
+    AsyncTimer, AsyncUdpSocket, ConnectTcp, Runtime,
+    async_io::{self, AsyncIoTimer, AsyncIoUdpSocket},
 };
 
 /// The smol runtime: tasks on smol's global executor, sockets and timers on `async-io`.
@@ -25,5 +32,9 @@ impl Runtime for SmolRuntime {
 
     fn wrap_udp_socket(&self, socket: UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         Ok(Arc::new(AsyncIoUdpSocket::new(socket)?))
+    }
+
+    fn connect_tcp(&self, addr: SocketAddr) -> ConnectTcp {
+        async_io::connect_tcp(addr)
     }
 }

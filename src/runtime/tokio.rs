@@ -13,7 +13,7 @@ use std::{
 use quinn_udp::UdpSocketState;
 use tokio::{io::Interest, runtime::Handle, time::Sleep};
 
-use super::{AsyncTimer, AsyncUdpSocket, Runtime, udp};
+use super::{AsyncTcpStream, AsyncTimer, AsyncUdpSocket, ConnectTcp, Runtime, udp};
 
 /// The Tokio runtime: tasks, timers and sockets of one Tokio [`Handle`].
 ///
@@ -75,6 +75,48 @@ impl Runtime for TokioRuntime {
             io: tokio::net::UdpSocket::from_std(socket)?,
             state,
         }))
+    }
+
+    fn connect_tcp(&self, addr: SocketAddr) -> ConnectTcp {
+        // Connecting on the runtime itself registers the socket with its reactor, whichever
+        // thread polls the returned future.
+        let task = self.handle.spawn(tokio::net::TcpStream::connect(addr));
+        Box::pin(async move {
+            let stream = task.await.map_err(io::Error::other)??;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(TokioTcpStream(stream)) as Box<dyn AsyncTcpStream>)
+        })
+    }
+}
+
+#[derive(Debug)]
+struct TokioTcpStream(tokio::net::TcpStream);
+
+impl AsyncTcpStream for TokioTcpStream {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut read = tokio::io::ReadBuf::new(buf);
+        ready!(tokio::io::AsyncRead::poll_read(
+            Pin::new(&mut self.0),
+            cx,
+            &mut read
+        ))?;
+        Poll::Ready(Ok(read.filled().len()))
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write(Pin::new(&mut self.0), cx, buf)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut self.0), cx)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.peer_addr()
     }
 }
 
