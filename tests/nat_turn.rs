@@ -6,134 +6,16 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::{
     coturn::{Coturn, CoturnConfig},
+    turn::*,
     *,
 };
 use futures::StreamExt;
-use webrtc_streams::{
-    DataChannel, PeerConnection,
-    rtc::{
-        peer_connection::{
-            configuration::{
-                RTCConfigurationBuilder, RTCIceTransportPolicy,
-                setting_engine::{SettingEngine, SettingEngineBuilder},
-            },
-            transport::{RTCIceCandidateInit, RTCIceCandidateType, RTCIceServer},
-        },
-        statistics::report::RTCStatsReportEntry,
-    },
+use webrtc_streams::rtc::peer_connection::{
+    configuration::{RTCIceTransportPolicy, setting_engine::SettingEngineBuilder},
+    transport::RTCIceCandidateType,
 };
-
-async fn peer(servers: Vec<RTCIceServer>, policy: RTCIceTransportPolicy) -> PeerConnection {
-    peer_with(servers, policy, SettingEngineBuilder::new().build()).await
-}
-
-async fn peer_with(
-    servers: Vec<RTCIceServer>,
-    policy: RTCIceTransportPolicy,
-    settings: SettingEngine,
-) -> PeerConnection {
-    let config = RTCConfigurationBuilder::new()
-        .with_ice_servers(servers)
-        .with_ice_transport_policy(policy)
-        .build();
-    PeerConnection::builder()
-        .bind(["127.0.0.1:0".parse().unwrap()])
-        .setting_engine(settings)
-        .configuration(config)
-        .ice_server_timeout(Duration::from_secs(10))
-        .build()
-        .await
-        .expect("build")
-}
-
-/// Trickle ICE between `a` (offerer) and `b`, with a channel "data" created by `a`.
-/// Returns both ends of the channel, open, and the candidates each side announced.
-async fn connect(
-    a: &PeerConnection,
-    b: &PeerConnection,
-) -> (
-    DataChannel,
-    DataChannel,
-    Vec<RTCIceCandidateInit>,
-    Vec<RTCIceCandidateInit>,
-) {
-    let mut incoming = b.data_channels();
-    let dc_a = a
-        .create_data_channel("data", Default::default())
-        .await
-        .expect("dc");
-    negotiate(a, b).await;
-    let dc_b = within("remote channel", incoming.next())
-        .await
-        .expect("dc b");
-    within("open a", dc_a.opened()).await.expect("open a");
-    within("open b", dc_b.opened()).await.expect("open b");
-    let ca = candidates_in(&a.local_description().await.unwrap().expect("a desc").sdp);
-    let cb = candidates_in(&b.local_description().await.unwrap().expect("b desc").sdp);
-    (dc_a, dc_b, ca, cb)
-}
-
-fn candidates_in(sdp: &str) -> Vec<RTCIceCandidateInit> {
-    sdp.lines()
-        .filter_map(|l| l.trim().strip_prefix("a="))
-        .filter(|l| l.starts_with("candidate:"))
-        .map(|l| RTCIceCandidateInit {
-            candidate: l.to_owned(),
-            ..Default::default()
-        })
-        .collect()
-}
-
-fn typ(c: &RTCIceCandidateInit) -> &str {
-    let f: Vec<&str> = c.candidate.split_whitespace().collect();
-    f.iter()
-        .position(|w| *w == "typ")
-        .map(|i| f[i + 1])
-        .unwrap_or_default()
-}
-
-/// The type of the selected pair's local candidate, from the stats report. (Each side's
-/// remote candidate is the other side's local one; rtc 0.21.1 files no stats for remote
-/// candidates that came in a description.)
-async fn selected_local(pc: &PeerConnection) -> RTCIceCandidateType {
-    let report = pc.stats().await.expect("stats");
-    let transport = report.transport().expect("transport stats");
-    let pair_id = &transport.selected_candidate_pair_id;
-    let pair = report
-        .candidate_pairs()
-        .find(|p| &p.stats.id == pair_id)
-        .unwrap_or_else(|| panic!("no selected pair {pair_id:?}"));
-    // rtc 0.21.1 names the candidate in the pair by its bare id but files it under
-    // "RTCLocalIceCandidate_<id>".
-    let id = format!("RTCLocalIceCandidate_{}", pair.local_candidate_id);
-    match report.get(&id) {
-        Some(RTCStatsReportEntry::LocalCandidate(c)) => c.candidate_type,
-        other => panic!("candidate {id}: {other:?}"),
-    }
-}
-
-/// Sends `count` messages of `size` bytes, each filled from its index, and checks every byte
-/// of every message on the other side, in order.
-async fn transfer(tx: &DataChannel, rx: &DataChannel, count: usize, size: usize) {
-    let mut msgs = rx.messages();
-    let payload = |i: usize| -> Vec<u8> { (0..size).map(|j| ((i * 31 + j) % 251) as u8).collect() };
-    let sender = async {
-        for i in 0..count {
-            tx.send(Bytes::from(payload(i))).await.expect("send");
-        }
-    };
-    let receiver = async {
-        for i in 0..count {
-            let m = msgs.next().await.expect("message stream ended");
-            assert_eq!(m.data.len(), size, "message {i}");
-            assert!(m.data[..] == payload(i)[..], "message {i} corrupted");
-        }
-    };
-    within("transfer", futures::future::join(sender, receiver)).await;
-}
 
 #[tokio::test]
 async fn relay_only_peers_connect_through_coturn_and_every_byte_arrives() {

@@ -3,6 +3,7 @@
 
 pub mod coturn;
 pub mod netns;
+pub mod turn;
 
 use std::{future::Future, time::Duration};
 
