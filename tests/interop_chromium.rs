@@ -197,50 +197,10 @@ const MEDIA_PACKETS: usize = 100;
 /// Chromium sends audio and video; every remote track must deliver [`MEDIA_PACKETS`] RTP
 /// packets of its SSRC, in sequence-number order modulo loss (none on loopback).
 async fn media_scenario(browser: &Browser) -> Result<String, String> {
-    use futures::StreamExt;
-    use webrtc_streams::media::RtpCodecKind;
-
     let (pc, mut tracks) = answer_media_offer(browser, "offerMedia").await?;
 
     let started = Instant::now();
-    let mut counted = Vec::new();
-    let mut kinds = Vec::new();
-    let mut readers = Vec::new();
-    while kinds.len() < 2 {
-        let track = bounded("a remote track", STEP_LIMIT, tracks.next())
-            .await?
-            .ok_or("track stream ended")?;
-        kinds.push(track.kind());
-        let mut rtp = track.rtp();
-        readers.push(tokio::spawn(async move {
-            let mut n = 0;
-            while n < MEDIA_PACKETS {
-                let Some(p) = rtp.next().await else {
-                    return Err(format!("{:?} track ended after {n} packets", track.kind()));
-                };
-                if p.header.ssrc != track.ssrc() {
-                    return Err(format!("packet of SSRC {} on {track:?}", p.header.ssrc));
-                }
-                n += 1;
-            }
-            Ok((
-                track.kind(),
-                track.codec().map(|c| c.mime_type.clone()),
-                track.dropped(),
-            ))
-        }));
-    }
-    if !kinds.contains(&RtpCodecKind::Audio) || !kinds.contains(&RtpCodecKind::Video) {
-        return Err(format!(
-            "expected an audio and a video track, got {kinds:?}"
-        ));
-    }
-    for r in readers {
-        let got = bounded("media packets", STEP_LIMIT, r)
-            .await?
-            .map_err(|e| e.to_string())??;
-        counted.push(got);
-    }
+    let counted = interop::count_audio_and_video(&mut tracks, MEDIA_PACKETS, STEP_LIMIT).await?;
     let sent = browser.call("mediaSent", json!([])).await?;
     browser.call("close", json!([])).await?;
     pc.close().await.map_err(|e| e.to_string())?;

@@ -26,12 +26,11 @@ mod interop;
 use std::time::{Duration, Instant};
 
 use firefox::{Firefox, LoopbackNetns, PageServer};
-use futures::StreamExt;
 use interop::{Script, TempDir, bounded, step};
 use serde_json::{Value, json};
 use webrtc_streams::{
     EventStream, PeerConnection,
-    media::{LocalTrack, RemoteTrack, RtpCodecKind},
+    media::{LocalTrack, RemoteTrack},
     rtc::peer_connection::{
         configuration::media_engine::MIME_TYPE_VP8, sdp::RTCSessionDescription,
     },
@@ -281,45 +280,7 @@ async fn media_scenario(browser: &Firefox) -> Result<String, String> {
     let connected_after = signaling_started.elapsed();
 
     let started = Instant::now();
-    let mut kinds = Vec::new();
-    let mut readers = Vec::new();
-    while kinds.len() < 2 {
-        let track = bounded("a remote track", STEP_LIMIT, tracks.next())
-            .await?
-            .ok_or("track stream ended")?;
-        kinds.push(track.kind());
-        let mut rtp = track.rtp();
-        readers.push(tokio::spawn(async move {
-            let mut n = 0;
-            while n < MEDIA_PACKETS {
-                let Some(p) = rtp.next().await else {
-                    return Err(format!("{:?} track ended after {n} packets", track.kind()));
-                };
-                if p.header.ssrc != track.ssrc() {
-                    return Err(format!("packet of SSRC {} on {track:?}", p.header.ssrc));
-                }
-                n += 1;
-            }
-            Ok((
-                track.kind(),
-                track.codec().map(|c| c.mime_type.clone()),
-                track.dropped(),
-            ))
-        }));
-    }
-    if !kinds.contains(&RtpCodecKind::Audio) || !kinds.contains(&RtpCodecKind::Video) {
-        return Err(format!(
-            "expected an audio and a video track, got {kinds:?}"
-        ));
-    }
-    let mut counted = Vec::new();
-    for r in readers {
-        counted.push(
-            bounded("media packets", STEP_LIMIT, r)
-                .await?
-                .map_err(|e| e.to_string())??,
-        );
-    }
+    let counted = interop::count_audio_and_video(&mut tracks, MEDIA_PACKETS, STEP_LIMIT).await?;
     let sent = browser.call("mediaSent", json!([])).await?;
     browser.call("close", json!([])).await?;
     pc.close().await.map_err(|e| e.to_string())?;

@@ -624,3 +624,56 @@ pub fn loopback_only(sdp: &str) -> String {
     }
     out
 }
+
+/// Reads the next two remote tracks from `tracks` (one must be audio, one video) and
+/// `packets` RTP packets from each, every one with its track's SSRC. Returns each track's
+/// (kind, codec, dropped packets).
+pub async fn count_audio_and_video(
+    tracks: &mut webrtc_streams::EventStream<webrtc_streams::media::RemoteTrack>,
+    packets: usize,
+    limit: Duration,
+) -> Result<Vec<(webrtc_streams::media::RtpCodecKind, Option<String>, u64)>, String> {
+    use futures::StreamExt;
+    use webrtc_streams::media::RtpCodecKind;
+
+    let mut kinds = Vec::new();
+    let mut readers = Vec::new();
+    while kinds.len() < 2 {
+        let track = bounded("a remote track", limit, tracks.next())
+            .await?
+            .ok_or("track stream ended")?;
+        kinds.push(track.kind());
+        let mut rtp = track.rtp();
+        readers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while n < packets {
+                let Some(p) = rtp.next().await else {
+                    return Err(format!("{:?} track ended after {n} packets", track.kind()));
+                };
+                if p.header.ssrc != track.ssrc() {
+                    return Err(format!("packet of SSRC {} on {track:?}", p.header.ssrc));
+                }
+                n += 1;
+            }
+            Ok((
+                track.kind(),
+                track.codec().map(|c| c.mime_type.clone()),
+                track.dropped(),
+            ))
+        }));
+    }
+    if !kinds.contains(&RtpCodecKind::Audio) || !kinds.contains(&RtpCodecKind::Video) {
+        return Err(format!(
+            "expected an audio and a video track, got {kinds:?}"
+        ));
+    }
+    let mut counted = Vec::new();
+    for r in readers {
+        counted.push(
+            bounded("media packets", limit, r)
+                .await?
+                .map_err(|e| e.to_string())??,
+        );
+    }
+    Ok(counted)
+}
