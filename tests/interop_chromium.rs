@@ -415,40 +415,23 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
         .collect();
     eprintln!("chromium's description, as applied: {lines:?}");
 
-    step("connecting", STEP_LIMIT, interop::connected(&pc)).await?;
-    let connected_after = signaling_started.elapsed();
-    let theirs =
-        interop::channels_ready(&pc, &mut incoming, &ours, "from-browser", BIG, STEP_LIMIT).await?;
-
-    let exchange_started = Instant::now();
-    // The first failure ends the exchange; a missing message shows as the timeout.
-    let ((), (), report) = bounded("message exchange", EXCHANGE_LIMIT, async {
-        futures::try_join!(
-            async {
-                interop::echo_and_verify(&theirs, script)
-                    .await
-                    .map_err(|e| format!("chromium -> us: {e}"))
-            },
-            async {
-                interop::send_and_verify(&ours, script)
-                    .await
-                    .map_err(|e| format!("us -> chromium: {e}"))
-            },
-            browser.call("results", json!([EXCHANGE_LIMIT.as_millis() as u64])),
-        )
-    })
-    .await??;
-    let elapsed = exchange_started.elapsed();
+    let interop::PageExchange {
+        report,
+        connected_after,
+        elapsed,
+    } = Box::pin(interop::page_exchange(
+        &pc,
+        &mut incoming,
+        &ours,
+        browser.call("results", json!([EXCHANGE_LIMIT.as_millis() as u64])),
+        script,
+        "chromium",
+        signaling_started,
+        (STEP_LIMIT, EXCHANGE_LIMIT),
+    ))
+    .await?;
     let total = script.total() as u64;
     let sender = &report["sender"];
-    let echo = &report["echo"];
-    let no_errors = |v: &Value| v["errors"].as_array().is_some_and(|a| a.is_empty());
-    if sender["echoed"].as_u64() != Some(total) || !no_errors(sender) {
-        return Err(format!("chromium's own channel: {sender}"));
-    }
-    if echo["received"].as_u64() != Some(total) || !no_errors(echo) {
-        return Err(format!("chromium echoing our channel: {echo}"));
-    }
     if turn.is_some() {
         let relayed = report["pair"]
             .as_str()

@@ -677,3 +677,67 @@ pub async fn count_audio_and_video(
     }
     Ok(counted)
 }
+
+/// What a page's data-channel exchange showed: its `results` report, how long after
+/// signaling started the connection was up, and how long the exchange took.
+pub struct PageExchange {
+    pub report: serde_json::Value,
+    pub connected_after: Duration,
+    pub elapsed: Duration,
+}
+
+/// The data-channel part of a browser case, once signaling is done: waits until `pc` is
+/// connected and both channels are open (ours, `ours`, and the page's, "from-browser"), then
+/// runs `script` both ways — the page echoes ours and we echo its own, every message checked —
+/// while `results` (the page's `results` call) waits for the page's side, and checks the
+/// page's report: every message echoed, none wrong. `who` names the browser in errors.
+/// The future is large: box it (`Box::pin`) in a test's own future, or the test thread's
+/// stack overflows in a debug build.
+#[allow(clippy::too_many_arguments)]
+pub async fn page_exchange(
+    pc: &PeerConnection,
+    incoming: &mut EventStream<DataChannel>,
+    ours: &DataChannel,
+    results: impl Future<Output = Result<serde_json::Value, String>>,
+    script: Script,
+    who: &str,
+    signaling_started: Instant,
+    (step_limit, exchange_limit): (Duration, Duration),
+) -> Result<PageExchange, String> {
+    step("connecting", step_limit, connected(pc)).await?;
+    let connected_after = signaling_started.elapsed();
+    let theirs = channels_ready(pc, incoming, ours, "from-browser", script.big, step_limit).await?;
+    let started = Instant::now();
+    // The first failure ends the exchange; a missing message shows as the timeout.
+    let ((), (), report) = bounded("message exchange", exchange_limit, async {
+        futures::try_join!(
+            async {
+                echo_and_verify(&theirs, script)
+                    .await
+                    .map_err(|e| format!("{who} -> us: {e}"))
+            },
+            async {
+                send_and_verify(ours, script)
+                    .await
+                    .map_err(|e| format!("us -> {who}: {e}"))
+            },
+            results,
+        )
+    })
+    .await??;
+    let elapsed = started.elapsed();
+    let total = script.total() as u64;
+    let no_errors = |v: &serde_json::Value| v["errors"].as_array().is_some_and(|a| a.is_empty());
+    let (sender, echo) = (&report["sender"], &report["echo"]);
+    if sender["echoed"].as_u64() != Some(total) || !no_errors(sender) {
+        return Err(format!("{who}'s own channel: {sender}"));
+    }
+    if echo["received"].as_u64() != Some(total) || !no_errors(echo) {
+        return Err(format!("{who} echoing our channel: {echo}"));
+    }
+    Ok(PageExchange {
+        report,
+        connected_after,
+        elapsed,
+    })
+}
