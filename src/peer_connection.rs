@@ -115,6 +115,91 @@ impl PeerConnection {
             .await
     }
 
+    /// Restarts ICE (W3C `restartIce`): the next offer carries new ICE credentials, and
+    /// [`negotiation_needed`](Self::negotiation_needed) fires. Once that offer and its answer
+    /// are applied, both sides gather again — a host candidate per bound socket, a STUN
+    /// request and, where no allocation is in use, a TURN allocation per server (those of
+    /// [`set_configuration`](Self::set_configuration) if it was called) — trickle the new
+    /// candidates, and check the new pairs; the connection goes back to `Connected`.
+    ///
+    /// Data channels and tracks live on through the restart (nothing is lost: SCTP
+    /// retransmits what the old path dropped). This brings back a connection that went
+    /// `Disconnected` or `Failed`, as long as it has not closed itself (see
+    /// [`PeerConnectionBuilder::failed_timeout`]). The side that answers a restart offer needs
+    /// nothing special: applying the offer restarts its side.
+    /// [`create_offer_with`](Self::create_offer_with) with `ice_restart: true` does the same
+    /// for one offer, without the negotiation-needed event.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the connection is closed.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # async fn example(
+    /// #     pc: webrtc_streams::PeerConnection,
+    /// #     remote: webrtc_streams::PeerConnection,
+    /// # ) -> webrtc_streams::Result<()> {
+    /// pc.restart_ice().await?;
+    /// let offer = pc.create_offer().await?;
+    /// pc.set_local_description(offer.clone()).await?;
+    /// remote.set_remote_description(offer).await?;
+    /// let answer = remote.create_answer().await?;
+    /// remote.set_local_description(answer.clone()).await?;
+    /// pc.set_remote_description(answer).await?;
+    /// // ...and the candidates of both sides go through signaling, as at the start.
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn restart_ice(&self) -> Result<()> {
+        self.inner
+            .request(|reply| Command::RestartIce { reply })
+            .await
+    }
+
+    /// Changes the configuration (W3C `setConfiguration`): the ICE servers and the ICE
+    /// transport policy given here are used from the next gathering on, that is after
+    /// [`restart_ice`](Self::restart_ice) (an empty server list means no servers). The
+    /// allocations of the former TURN servers stay in use until the connection closes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidIceServer`] for a malformed ICE server URL, an unsupported scheme or a
+    /// TURN server without credentials (checked as [`PeerConnectionBuilder::build`] does),
+    /// [`Error::InvalidOperation`] for a change the W3C algorithm forbids (bundle policy,
+    /// RTCP mux policy, certificates, peer identity), [`Error::Closed`] if the connection is
+    /// closed. Nothing changes on an error.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # async fn example(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
+    /// use webrtc_streams::rtc::peer_connection::{
+    ///     configuration::RTCConfigurationBuilder, transport::RTCIceServer,
+    /// };
+    ///
+    /// let configuration = RTCConfigurationBuilder::new()
+    ///     .with_ice_servers(vec![RTCIceServer {
+    ///         urls: vec!["stun:stun.example.org:3478".to_owned()],
+    ///         ..Default::default()
+    ///     }])
+    ///     .build();
+    /// pc.set_configuration(configuration).await?;
+    /// pc.restart_ice().await?; // the next offer gathers through the new server
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn set_configuration(&self, configuration: RTCConfiguration) -> Result<()> {
+        nat::ice_servers(configuration.ice_servers())?;
+        self.inner
+            .request(|reply| Command::SetConfiguration {
+                configuration: Box::new(configuration),
+                reply,
+            })
+            .await
+    }
+
     /// Creates an SDP answer to the remote offer.
     pub async fn create_answer(&self) -> Result<RTCSessionDescription> {
         self.create_answer_with(None).await

@@ -82,9 +82,15 @@ impl Ice {
         }
     }
 
-    /// Whether local candidates still have to be gathered (the first local description).
+    /// Whether local candidates still have to be gathered (the first local description, or
+    /// the first after an ICE restart).
     pub(super) fn needs_gathering(&self) -> bool {
         !self.gathered
+    }
+
+    /// ICE restarted (new local credentials): the next local description gathers again.
+    pub(super) fn restarted(&mut self) {
+        self.gathered = false;
     }
 
     /// Adds one host candidate per socket address. The end of candidates follows with

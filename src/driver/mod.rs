@@ -35,6 +35,7 @@ use log::{debug, trace, warn};
 use rtc::{
     peer_connection::{
         RTCPeerConnection,
+        configuration::{RTCConfiguration, RTCIceTransportPolicy},
         event::RTCPeerConnectionEvent,
         message::RTCMessage,
         state::{
@@ -213,10 +214,17 @@ impl Driver {
             Command::SetLocalDescription { desc, reply } => {
                 // The core wants back exactly what it created, not the fixed version.
                 let desc = self.media.as_created(self.ice.as_created(*desc));
+                let ufrag_before = self.local_ufrag();
                 let r = self
                     .core
                     .set_local_description(now, desc)
                     .map_err(|e| Error::InvalidSessionDescription(e.into()));
+                // New local credentials after the first: an ICE restart (ours, applied here,
+                // or the peer's, applied with its offer). Gather again.
+                if r.is_ok() && ufrag_before.is_some() && self.local_ufrag() != ufrag_before {
+                    debug!("ICE restart: gathering again");
+                    self.ice.restarted();
+                }
                 if r.is_ok()
                     && let Some(creds) = self
                         .core
@@ -239,7 +247,7 @@ impl Driver {
                         &[]
                     };
                     self.ice.gather(&mut self.core, host);
-                    self.io.nat.start(now, &addrs);
+                    self.io.nat.restart(now, &addrs);
                     self.drain_nat();
                 }
                 // Replied after gathering: the local description now holds the candidates.
@@ -360,6 +368,20 @@ impl Driver {
                 let r = self.media.remove_track(&mut self.core, sender);
                 let _ = reply.send(r);
             }
+            Command::RestartIce { reply } => {
+                // The core only marks the next offer; `restartIce` also fires
+                // negotiationneeded.
+                self.core.restart_ice();
+                self.publish(Raw::NegotiationNeeded);
+                let _ = reply.send(Ok(()));
+            }
+            Command::SetConfiguration {
+                configuration,
+                reply,
+            } => {
+                let r = self.set_configuration(*configuration);
+                let _ = reply.send(r);
+            }
             Command::Stats { reply } => {
                 let report = self.core.get_stats(now, StatsSelector::None);
                 let _ = reply.send(Ok(report));
@@ -382,6 +404,38 @@ impl Driver {
                 let _ = reply.send(Ok(pair.map(Box::new)));
             }
         }
+    }
+
+    /// The ICE username fragment of the current local description.
+    fn local_ufrag(&self) -> Option<String> {
+        let desc = self.core.local_description()?;
+        desc.sdp
+            .lines()
+            .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+            .map(str::to_owned)
+    }
+
+    /// New ICE servers and policy, checked like the builder's, for the next gathering (an ICE
+    /// restart); what the core keeps of the configuration is updated too.
+    fn set_configuration(&mut self, configuration: RTCConfiguration) -> crate::error::Result<()> {
+        let servers = nat::ice_servers(configuration.ice_servers())?;
+        let tls = if nat::needs_tls(&servers) {
+            Some(nat::tls_config(None)?)
+        } else {
+            None
+        };
+        let relay_only = configuration.ice_transport_policy() == RTCIceTransportPolicy::Relay;
+        self.core
+            .set_configuration(configuration)
+            .map_err(invalid_op)?;
+        self.io.nat.reconfigure(nat::NatConfig {
+            servers,
+            timeout: self.io.nat.server_timeout(),
+            relay_only,
+            refresh_cap: None,
+            tls,
+        });
+        Ok(())
     }
 
     /// Adds what the STUN and TURN jobs gathered, publishes their errors, and ends gathering

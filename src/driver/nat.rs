@@ -30,6 +30,7 @@
 use std::{
     collections::VecDeque,
     net::{IpAddr, SocketAddr, ToSocketAddrs},
+    ops::Range,
     sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -252,6 +253,9 @@ pub(super) struct Nat {
     /// The server URL of each candidate gathered through one (the core's candidate events
     /// do not carry it).
     urls: Vec<(SocketAddr, String)>,
+    /// The servers the next gathering uses (`servers` keeps the replaced ones while their
+    /// jobs run: jobs name their server by index).
+    current: Range<usize>,
     started: bool,
     closed: bool,
 }
@@ -290,6 +294,7 @@ impl Nat {
         crypto: Option<Arc<dyn RTCCryptoProvider>>,
     ) -> Self {
         Self {
+            current: 0..config.servers.len(),
             servers: config.servers,
             timeout: config.timeout,
             resolve_names,
@@ -323,14 +328,27 @@ impl Nat {
             return;
         }
         self.started = true;
-        self.added.extend(sockets.iter().map(|s| (*s, *s)));
-        for server in 0..self.servers.len() {
+        for s in sockets {
+            if !self.added.contains(&(*s, *s)) {
+                self.added.push((*s, *s));
+            }
+        }
+        for server in self.current.clone() {
             let s = self.servers[server].clone();
             if s.kind == ServerKind::Stun && self.relay_only {
                 continue;
             }
             let mut families = Vec::new();
             for &local in sockets {
+                // A job of this server for this socket still runs (an allocation in use is
+                // kept across an ICE restart).
+                if self
+                    .jobs
+                    .iter()
+                    .any(|j| j.server == server && j.local == local && j.state != JobState::Done)
+                {
+                    continue;
+                }
                 // Over TCP or TLS one connection per IP family serves every socket.
                 if s.kind.is_stream() {
                     if families.contains(&local.is_ipv4()) {
@@ -348,6 +366,48 @@ impl Nat {
                 }
             }
         }
+    }
+
+    /// Uses `config`'s servers and policy from the next gathering on; running jobs go on
+    /// (their allocations are released on close). The TLS settings are kept if there are
+    /// some (they may hold the builder's roots).
+    pub(super) fn reconfigure(&mut self, config: NatConfig) {
+        let first = self.servers.len();
+        self.servers.extend(config.servers);
+        self.current = first..self.servers.len();
+        self.relay_only = config.relay_only;
+        if self.tls.is_none() {
+            self.tls = config.tls;
+        }
+    }
+
+    /// How long gathering waits for a server.
+    pub(super) fn server_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Gathers again after an ICE restart: a STUN request per server and socket (a mapping
+    /// may have changed), a TURN allocation where none is in use; the relayed candidates of
+    /// allocations in use are announced again (the restarted core may have dropped them).
+    pub(super) fn restart(&mut self, now: Instant, sockets: &[SocketAddr]) {
+        if self.closed {
+            return;
+        }
+        self.started = false;
+        self.added.clear();
+        let allocated: Vec<(usize, SocketAddr, SocketAddr)> = self
+            .jobs
+            .iter()
+            .filter(|j| self.current.contains(&j.server))
+            .filter_map(|j| match j.state {
+                JobState::Allocated(relayed) => Some((j.server, j.local, relayed)),
+                _ => None,
+            })
+            .collect();
+        for (server, local, relayed) in allocated {
+            self.candidate(server, local, relayed, true);
+        }
+        self.start(now, sockets);
     }
 
     /// Whether every job has answered or given up (gathering may complete).

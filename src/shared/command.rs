@@ -7,7 +7,7 @@ use futures::channel::oneshot;
 use rtc::{
     data_channel::{RTCDataChannelId, RTCDataChannelInit},
     peer_connection::{
-        configuration::{RTCAnswerOptions, RTCOfferOptions},
+        configuration::{RTCAnswerOptions, RTCConfiguration, RTCOfferOptions},
         sdp::RTCSessionDescription,
         transport::{RTCIceCandidateInit, RTCIceCandidatePair},
     },
@@ -114,6 +114,15 @@ pub(crate) enum Command {
     SetDirection {
         sender: RTCRtpSenderId,
         direction: RTCRtpTransceiverDirection,
+        reply: Reply<()>,
+    },
+    /// The next offer restarts ICE (W3C `restartIce`).
+    RestartIce {
+        reply: Reply<()>,
+    },
+    /// New ICE servers and policy for the next gathering (W3C `setConfiguration`).
+    SetConfiguration {
+        configuration: Box<RTCConfiguration>,
         reply: Reply<()>,
     },
 }
