@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use sim_common::*;
 use webrtc_streams::{
-    DataChannel, Error, IceServerError, PeerConnection,
+    DataChannel, Error, IceServerError, PeerConnection, PeerConnectionBuilder,
     rtc::peer_connection::{
         configuration::RTCConfigurationBuilder,
         state::{RTCIceConnectionState, RTCPeerConnectionState},
@@ -37,10 +37,20 @@ fn link() -> LinkConfig {
     LinkConfig::new().delay(Duration::from_millis(10))
 }
 
-/// A connection bound to two addresses of one host.
-async fn two_homed(sim: &SimHandle, first: IpAddr, second: IpAddr) -> PeerConnection {
+/// A connection bound to two addresses of one host; with `discard`, its core forgets its
+/// local candidates at an ICE restart (the driver must enumerate them again).
+async fn two_homed(
+    sim: &SimHandle,
+    first: IpAddr,
+    second: IpAddr,
+    discard: bool,
+) -> PeerConnection {
+    let settings = PeerConnectionBuilder::default_settings()
+        .with_discard_local_candidates_during_ice_restart(discard)
+        .build();
     PeerConnection::builder()
         .runtime(sim.runtime())
+        .setting_engine(settings)
         .bind([SocketAddr::new(first, 0), SocketAddr::new(second, 0)])
         .build()
         .await
@@ -140,16 +150,27 @@ async fn selected_local(pc: &PeerConnection) -> IpAddr {
 
 #[test]
 fn a_dead_path_comes_back_through_a_restart_and_no_byte_is_lost() {
+    dead_path_comes_back(41, false);
+}
+
+/// The same with a core that drops its local candidates at the restart: the host candidates
+/// come back from the bound sockets, and are trickled.
+#[test]
+fn a_dead_path_comes_back_with_candidates_gathered_anew_and_trickled() {
+    dead_path_comes_back(44, true);
+}
+
+fn dead_path_comes_back(seed: u64, discard: bool) {
     init_log();
-    let sim = SimRuntime::new(41);
+    let sim = SimRuntime::new(seed);
     // Only the first path works at first.
     sim.set_default_link(LinkConfig::cut());
     sim.set_path(HOST_A, HOST_B, link());
     let h = sim.handle().clone();
     let limit = Duration::from_secs(60);
     sim.block_on(async {
-        let a = two_homed(&h, HOST_A, HOST_A2).await;
-        let b = two_homed(&h, HOST_B, HOST_B2).await;
+        let a = two_homed(&h, HOST_A, HOST_A2, discard).await;
+        let b = two_homed(&h, HOST_B, HOST_B2, discard).await;
         let mut incoming = b.data_channels();
         let dc_a = a.create_data_channel("transfer", Default::default()).await;
         let dc_a = dc_a.expect("create");
@@ -171,7 +192,31 @@ fn a_dead_path_comes_back_through_a_restart_and_no_byte_is_lost() {
         ice_state(&h, &a, RTCIceConnectionState::Disconnected).await;
         assert_ne!(a.connection_state(), RTCPeerConnectionState::Closed);
 
-        restart(&a, &b).await;
+        let (mut from_a, mut from_b) = (a.ice_candidates(), b.ice_candidates());
+        if discard {
+            // The answer has no candidates (the answerer's core dropped them with the
+            // offer): they come by trickle.
+            let mut needed = a.negotiation_needed();
+            a.restart_ice().await.unwrap();
+            assert!(needed.next().await.is_some(), "negotiation needed");
+            let offer = a.create_offer().await.unwrap();
+            a.set_local_description(offer.clone()).await.unwrap();
+            b.set_remote_description(offer).await.unwrap();
+            let answer = b.create_answer().await.unwrap();
+            assert!(!answer.sdp.contains("a=candidate:"), "{}", answer.sdp);
+            b.set_local_description(answer.clone()).await.unwrap();
+            a.set_remote_description(answer).await.unwrap();
+            for (from, to) in [(&mut from_a, &b), (&mut from_b, &a)] {
+                let mut hosts = Vec::new();
+                while let Some(c) = within(&h, "trickle", limit, from.next()).await.unwrap() {
+                    hosts.push(c.candidate.split(' ').nth(4).unwrap().to_owned());
+                    to.add_ice_candidate(c).await.unwrap();
+                }
+                assert_eq!(hosts.len(), 2, "both sockets, again: {hosts:?}");
+            }
+        } else {
+            restart(&a, &b).await;
+        }
         connected(&h, &a, limit).await;
         ice_state(&h, &a, RTCIceConnectionState::Connected).await;
         ice_state(&h, &b, RTCIceConnectionState::Connected).await;
