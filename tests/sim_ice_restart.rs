@@ -338,3 +338,43 @@ fn set_configuration_checks_ice_servers_like_build() {
         assert!(matches!(r, Err(Error::Closed(_))), "{r:?}");
     });
 }
+
+/// Servers given with `set_configuration` are used by the restart's gathering: a STUN
+/// server that never answers ends in an error event naming it, and gathering still
+/// completes.
+#[test]
+fn the_restart_gathers_through_the_servers_of_set_configuration() {
+    init_log();
+    let sim = SimRuntime::new(45);
+    sim.set_default_link(link());
+    let h = sim.handle().clone();
+    let limit = Duration::from_secs(60);
+    sim.block_on(async {
+        let (a, b, dc_a, dc_b) = pair_with_channel(&h, "reconf", Default::default(), limit).await;
+        let mut errors = a.ice_candidate_errors();
+        let url = "stun:10.0.9.9:3478";
+        let configuration = RTCConfigurationBuilder::new()
+            .with_ice_servers(vec![RTCIceServer {
+                urls: vec![url.to_owned()],
+                ..Default::default()
+            }])
+            .build();
+        a.set_configuration(configuration).await.unwrap();
+        // Nothing gathers before the restart.
+        h.sleep(Duration::from_secs(10)).await;
+        let early = h.timeout(Duration::ZERO, errors.next()).await;
+        assert!(early.is_err(), "{early:?}");
+        restart(&a, &b).await;
+        let error = within(&h, "error event", limit, errors.next())
+            .await
+            .unwrap();
+        assert_eq!(error.url, url);
+        ice_state(&h, &a, RTCIceConnectionState::Connected).await;
+        let mut msgs = dc_b.messages();
+        dc_a.send(Bytes::from_static(b"still here")).await.unwrap();
+        let m = within(&h, "message", limit, msgs.next()).await.unwrap();
+        assert_eq!(m.data.as_ref(), b"still here");
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    });
+}
