@@ -220,7 +220,8 @@ impl PeerConnection {
 
     /// Applies a local description. The first one starts ICE gathering: a host candidate per
     /// bound socket is announced on [`ice_candidates`](Self::ice_candidates), followed by the
-    /// end-of-candidates marker.
+    /// end-of-candidates marker. The first one with new ICE credentials (after an ICE
+    /// restart, see [`restart_ice`](Self::restart_ice)) gathers again.
     pub async fn set_local_description(&self, desc: RTCSessionDescription) -> Result<()> {
         self.inner
             .request(|reply| Command::SetLocalDescription {
