@@ -126,6 +126,16 @@ pub enum Error {
     /// (unordered, or with `max_retransmits` / `max_packet_life_time`).
     #[error("data channel is not reliable and ordered: it cannot carry a byte stream")]
     NotAByteStream,
+    /// No port of the range given to
+    /// [`PeerConnectionBuilder::port_range`](crate::PeerConnectionBuilder::port_range) was
+    /// free (or the range holds none).
+    #[error("no free UDP port in {start}..={end}")]
+    PortRangeExhausted {
+        /// The first port of the range.
+        start: u16,
+        /// The last port of the range.
+        end: u16,
+    },
     /// No local address could be bound for ICE.
     #[error("no usable local address to bind")]
     NoLocalAddress,

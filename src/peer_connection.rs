@@ -4,6 +4,7 @@ use std::{
     fmt,
     future::Future,
     net::{IpAddr, SocketAddr},
+    ops::RangeInclusive,
     pin::Pin,
     sync::{Arc, Weak},
     time::Duration,
@@ -806,6 +807,7 @@ pub struct PeerConnectionBuilder {
     runtime: Option<Arc<dyn Runtime>>,
     bind: Vec<SocketAddr>,
     include_loopback: bool,
+    port_range: Option<RangeInclusive<u16>>,
     event_capacity: usize,
     high_water_mark: usize,
     receive_budget: usize,
@@ -831,6 +833,7 @@ impl Default for PeerConnectionBuilder {
             runtime: None,
             bind: Vec::new(),
             include_loopback: false,
+            port_range: None,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
             receive_budget: DEFAULT_RECEIVE_BUDGET,
@@ -848,6 +851,7 @@ impl fmt::Debug for PeerConnectionBuilder {
             .field("runtime", &self.runtime)
             .field("bind", &self.bind)
             .field("include_loopback", &self.include_loopback)
+            .field("port_range", &self.port_range)
             .field("handler", &self.bridge.is_some())
             .finish_non_exhaustive()
     }
@@ -1030,6 +1034,29 @@ impl PeerConnectionBuilder {
         self
     }
 
+    /// Binds every socket whose [bind address](Self::bind) has port 0 to a free port of
+    /// `ports` instead of an ephemeral one, as servers behind a firewall that opens a fixed
+    /// range need. Ports are tried from a varying start, so connections built one after the
+    /// other spread over the range.
+    ///
+    /// [`build`](Self::build) fails with [`Error::PortRangeExhausted`] when no port of the
+    /// range is free (or the range is empty, or holds only port 0).
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// let pc = webrtc_streams::PeerConnection::builder()
+    ///     .bind(["0.0.0.0:0".parse().unwrap()])
+    ///     .port_range(50_000..=50_099)
+    ///     .build()
+    ///     .await?;
+    /// assert!(pc.local_addrs().iter().all(|a| (50_000..=50_099).contains(&a.port())));
+    /// # Ok(()) }
+    /// ```
+    pub fn port_range(mut self, ports: RangeInclusive<u16>) -> Self {
+        self.port_range = Some(ports);
+        self
+    }
+
     /// Whether an unspecified bind address also expands to loopback interfaces.
     pub fn include_loopback(mut self, yes: bool) -> Self {
         self.include_loopback = yes;
@@ -1176,7 +1203,10 @@ impl PeerConnectionBuilder {
             bind
         };
         for addr in addrs {
-            let sock = runtime.bind_udp(addr)?;
+            let sock = match &self.port_range {
+                Some(ports) if addr.port() == 0 => bind_in_range(&*runtime, addr, ports)?,
+                _ => runtime.bind_udp(addr)?,
+            };
             let addr = sock.local_addr()?;
             sockets.push(Socket { sock, addr });
         }
@@ -1297,6 +1327,37 @@ impl PeerConnectionBuilder {
 
 /// Turns the configured bind addresses into concrete ones: unspecified addresses expand to the
 /// machine's interface addresses of the same family.
+/// Binds `addr`'s IP to the first free port of `ports`, trying them from a start that varies
+/// from call to call.
+fn bind_in_range(
+    runtime: &dyn Runtime,
+    addr: SocketAddr,
+    ports: &RangeInclusive<u16>,
+) -> Result<Arc<dyn crate::runtime::AsyncUdpSocket>> {
+    let (start, end) = ((*ports.start()).max(1), *ports.end());
+    let exhausted = || Error::PortRangeExhausted {
+        start: *ports.start(),
+        end,
+    };
+    if start > end {
+        return Err(exhausted());
+    }
+    let len = u32::from(end - start) + 1;
+    let offset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        % len;
+    for i in 0..len {
+        let port = start + ((offset + i) % len) as u16;
+        match runtime.bind_udp(SocketAddr::new(addr.ip(), port)) {
+            Ok(sock) => return Ok(sock),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(exhausted())
+}
+
 fn expand_bind_addresses(bind: &[SocketAddr], include_loopback: bool) -> Result<Vec<SocketAddr>> {
     let mut out = Vec::new();
     let mut interfaces: Option<Vec<IpAddr>> = None;
