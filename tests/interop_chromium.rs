@@ -490,11 +490,27 @@ struct MdnsNamespace(String);
 impl MdnsNamespace {
     fn new() -> Result<Self, String> {
         use std::process::{Command, Stdio};
-        let name = format!("wrs-chr-mdns-{}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
+        const PREFIX: &str = "wrs-chr-mdns-";
+        let name = format!("{PREFIX}{}", std::process::id());
+        // Ours from an earlier run, and those of test processes that died without their
+        // `Drop` (an abort): the PID in the name no longer runs.
+        let stale = std::fs::read_dir("/var/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                n.strip_prefix(PREFIX).is_some_and(|pid| {
+                    pid.parse::<u32>().is_ok()
+                        && (*n == name || !std::path::Path::new("/proc").join(pid).exists())
+                })
+            });
+        for old in stale {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &old])
+                .stderr(Stdio::null())
+                .status();
+        }
         let ns = Self(name.clone());
         for args in [
             vec!["netns", "add", &name],
