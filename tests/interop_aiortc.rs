@@ -118,19 +118,7 @@ async fn receive_media(peer: &mut AiortcPeer) -> Result<String, String> {
     let mut tracks = pc.tracks();
     let offer = peer.request(json!({ "cmd": "offer_media" })).await?;
     let offer = offer.as_str().ok_or("offer is not a string")?.to_owned();
-    let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
-    pc.set_remote_description(offer)
-        .await
-        .map_err(|e| format!("applying aiortc's offer: {e}"))?;
-    pc.set_local_description(pc.create_answer().await.map_err(|e| e.to_string())?)
-        .await
-        .map_err(|e| e.to_string())?;
-    let answer = bounded(
-        "our ICE gathering",
-        STEP_LIMIT,
-        interop::local_sdp_after_gathering(&pc),
-    )
-    .await?;
+    let answer = interop::our_answer(&pc, offer, "aiortc", STEP_LIMIT).await?;
     peer.request(json!({ "cmd": "accept_answer", "sdp": answer }))
         .await?;
     step("connecting", STEP_LIMIT, interop::connected(&pc)).await?;
@@ -167,15 +155,7 @@ async fn send_media(peer: &mut AiortcPeer) -> Result<String, String> {
         ))
         .await
         .map_err(|e| e.to_string())?;
-    pc.set_local_description(pc.create_offer().await.map_err(|e| e.to_string())?)
-        .await
-        .map_err(|e| e.to_string())?;
-    let offer = bounded(
-        "our ICE gathering",
-        STEP_LIMIT,
-        interop::local_sdp_after_gathering(&pc),
-    )
-    .await?;
+    let offer = interop::our_offer(&pc, STEP_LIMIT).await?;
     let answer = peer
         .request(json!({ "cmd": "answer_media", "sdp": offer }))
         .await?;
@@ -222,24 +202,11 @@ async fn scenario(peer: &mut AiortcPeer, role: Role) -> Result<String, String> {
                 .await?;
             let offer = offer.as_str().ok_or("offer is not a string")?.to_owned();
             their_sdp = offer.clone();
-            let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
-            pc.set_remote_description(offer)
-                .await
-                .map_err(|e| format!("applying aiortc's offer: {e}"))?;
-            let answer = pc.create_answer().await.map_err(|e| e.to_string())?;
-            pc.set_local_description(answer)
-                .await
-                .map_err(|e| e.to_string())?;
+            let answer = interop::our_answer(&pc, offer, "aiortc", STEP_LIMIT).await?;
             ours = pc
                 .create_data_channel("from-rust", Default::default())
                 .await
                 .map_err(|e| e.to_string())?;
-            let answer = bounded(
-                "our ICE gathering",
-                STEP_LIMIT,
-                interop::local_sdp_after_gathering(&pc),
-            )
-            .await?;
             if video && !answer.contains("m=video 0 ") {
                 return Err(format!(
                     "our data-only peer did not reject the video:\n{answer}"
@@ -253,16 +220,7 @@ async fn scenario(peer: &mut AiortcPeer, role: Role) -> Result<String, String> {
                 .create_data_channel("from-rust", Default::default())
                 .await
                 .map_err(|e| e.to_string())?;
-            let offer = pc.create_offer().await.map_err(|e| e.to_string())?;
-            pc.set_local_description(offer)
-                .await
-                .map_err(|e| e.to_string())?;
-            let offer = bounded(
-                "our ICE gathering",
-                STEP_LIMIT,
-                interop::local_sdp_after_gathering(&pc),
-            )
-            .await?;
+            let offer = interop::our_offer(&pc, STEP_LIMIT).await?;
             let answer = peer
                 .request(json!({ "cmd": "answer", "sdp": offer, "big": BIG }))
                 .await?;

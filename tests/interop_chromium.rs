@@ -172,20 +172,7 @@ async fn answer_media_offer(
     let tracks = pc.tracks();
     let offer = browser.call(call, json!([])).await?;
     let offer = loopback_only(offer.as_str().ok_or("offer is not a string")?);
-    let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
-    pc.set_remote_description(offer)
-        .await
-        .map_err(|e| format!("applying chromium's offer: {e}"))?;
-    let answer = pc.create_answer().await.map_err(|e| e.to_string())?;
-    pc.set_local_description(answer)
-        .await
-        .map_err(|e| e.to_string())?;
-    let answer = bounded(
-        "our ICE gathering",
-        STEP_LIMIT,
-        interop::local_sdp_after_gathering(&pc),
-    )
-    .await?;
+    let answer = interop::our_answer(&pc, offer, "chromium", STEP_LIMIT).await?;
     browser.call("acceptAnswer", json!([answer])).await?;
     step("connecting", STEP_LIMIT, interop::connected(&pc)).await?;
     Ok((pc, tracks))
@@ -282,16 +269,7 @@ async fn send_media_scenario(browser: &Browser) -> Result<String, String> {
         ))
         .await
         .map_err(|e| e.to_string())?;
-    let offer = pc.create_offer().await.map_err(|e| e.to_string())?;
-    pc.set_local_description(offer)
-        .await
-        .map_err(|e| e.to_string())?;
-    let offer = bounded(
-        "our ICE gathering",
-        STEP_LIMIT,
-        interop::local_sdp_after_gathering(&pc),
-    )
-    .await?;
+    let offer = interop::our_offer(&pc, STEP_LIMIT).await?;
     let answer = browser.call("answerMedia", json!([offer])).await?;
     let answer = loopback_only(answer.as_str().ok_or("answer is not a string")?);
     let answer = RTCSessionDescription::answer(answer).map_err(|e| e.to_string())?;
@@ -362,24 +340,11 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
             };
             let offer = loopback_only(offer.as_str().ok_or("offer is not a string")?);
             browser_sdp = offer.clone();
-            let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
-            pc.set_remote_description(offer)
-                .await
-                .map_err(|e| format!("applying chromium's offer: {e}"))?;
-            let answer = pc.create_answer().await.map_err(|e| e.to_string())?;
-            pc.set_local_description(answer)
-                .await
-                .map_err(|e| e.to_string())?;
+            let answer = interop::our_answer(&pc, offer, "chromium", STEP_LIMIT).await?;
             ours = pc
                 .create_data_channel("from-rust", Default::default())
                 .await
                 .map_err(|e| e.to_string())?;
-            let answer = bounded(
-                "our ICE gathering",
-                STEP_LIMIT,
-                interop::local_sdp_after_gathering(&pc),
-            )
-            .await?;
             browser.call("acceptAnswer", json!([answer])).await?;
         }
         Role::Answerer => {
@@ -387,16 +352,7 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
                 .create_data_channel("from-rust", Default::default())
                 .await
                 .map_err(|e| e.to_string())?;
-            let offer = pc.create_offer().await.map_err(|e| e.to_string())?;
-            pc.set_local_description(offer)
-                .await
-                .map_err(|e| e.to_string())?;
-            let offer = bounded(
-                "our ICE gathering",
-                STEP_LIMIT,
-                interop::local_sdp_after_gathering(&pc),
-            )
-            .await?;
+            let offer = interop::our_offer(&pc, STEP_LIMIT).await?;
             let answer = browser.call("answer", json!([offer, BIG])).await?;
             let answer = loopback_only(answer.as_str().ok_or("answer is not a string")?);
             browser_sdp = answer.clone();
@@ -623,20 +579,7 @@ async fn mdns_scenario() -> Result<String, String> {
             .await
             .map_err(|e| e.to_string())?;
         let mut incoming = pc.data_channels();
-        let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
-        pc.set_remote_description(offer)
-            .await
-            .map_err(|e| format!("applying chromium's offer: {e}"))?;
-        let answer = pc.create_answer().await.map_err(|e| e.to_string())?;
-        pc.set_local_description(answer)
-            .await
-            .map_err(|e| e.to_string())?;
-        let answer = bounded(
-            "our ICE gathering",
-            STEP_LIMIT,
-            interop::local_sdp_after_gathering(&pc),
-        )
-        .await?;
+        let answer = interop::our_answer(&pc, offer, "chromium", STEP_LIMIT).await?;
         let answer: String = answer
             .split_inclusive('\n')
             .filter(|l| !l.starts_with("a=candidate:"))

@@ -145,40 +145,18 @@ async fn data_scenario(browser: &Firefox, role: Role) -> Result<String, String> 
         let offer = browser.call("offer", json!([BIG])).await?;
         let offer = offer.as_str().ok_or("offer is not a string")?.to_owned();
         browser_sdp = offer.clone();
-        let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
-        pc.set_remote_description(offer)
-            .await
-            .map_err(|e| format!("applying firefox's offer: {e}"))?;
-        let answer = pc.create_answer().await.map_err(|e| e.to_string())?;
-        pc.set_local_description(answer)
-            .await
-            .map_err(|e| e.to_string())?;
+        let answer = interop::our_answer(&pc, offer, "firefox", STEP_LIMIT).await?;
         ours = pc
             .create_data_channel("from-rust", Default::default())
             .await
             .map_err(|e| e.to_string())?;
-        let answer = bounded(
-            "our ICE gathering",
-            STEP_LIMIT,
-            interop::local_sdp_after_gathering(&pc),
-        )
-        .await?;
         browser.call("acceptAnswer", json!([answer])).await?;
     } else {
         ours = pc
             .create_data_channel("from-rust", Default::default())
             .await
             .map_err(|e| e.to_string())?;
-        let offer = pc.create_offer().await.map_err(|e| e.to_string())?;
-        pc.set_local_description(offer)
-            .await
-            .map_err(|e| e.to_string())?;
-        let offer = bounded(
-            "our ICE gathering",
-            STEP_LIMIT,
-            interop::local_sdp_after_gathering(&pc),
-        )
-        .await?;
+        let offer = interop::our_offer(&pc, STEP_LIMIT).await?;
         let answer = browser.call("answer", json!([offer, BIG])).await?;
         let answer = answer.as_str().ok_or("answer is not a string")?.to_owned();
         browser_sdp = answer.clone();
@@ -243,20 +221,7 @@ async fn media_scenario(browser: &Firefox) -> Result<String, String> {
     let mut tracks: EventStream<RemoteTrack> = pc.tracks();
     let offer = browser.call("offerMedia", json!([])).await?;
     let offer = offer.as_str().ok_or("offer is not a string")?.to_owned();
-    let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
-    pc.set_remote_description(offer)
-        .await
-        .map_err(|e| format!("applying firefox's offer: {e}"))?;
-    let answer = pc.create_answer().await.map_err(|e| e.to_string())?;
-    pc.set_local_description(answer)
-        .await
-        .map_err(|e| e.to_string())?;
-    let answer = bounded(
-        "our ICE gathering",
-        STEP_LIMIT,
-        interop::local_sdp_after_gathering(&pc),
-    )
-    .await?;
+    let answer = interop::our_answer(&pc, offer, "firefox", STEP_LIMIT).await?;
     browser.call("acceptAnswer", json!([answer])).await?;
     step("connecting", STEP_LIMIT, interop::connected(&pc)).await?;
     let connected_after = signaling_started.elapsed();
@@ -288,16 +253,7 @@ async fn send_media_scenario(browser: &Firefox) -> Result<String, String> {
         ))
         .await
         .map_err(|e| e.to_string())?;
-    let offer = pc.create_offer().await.map_err(|e| e.to_string())?;
-    pc.set_local_description(offer)
-        .await
-        .map_err(|e| e.to_string())?;
-    let offer = bounded(
-        "our ICE gathering",
-        STEP_LIMIT,
-        interop::local_sdp_after_gathering(&pc),
-    )
-    .await?;
+    let offer = interop::our_offer(&pc, STEP_LIMIT).await?;
     let answer = browser.call("answerMedia", json!([offer])).await?;
     let answer = answer.as_str().ok_or("answer is not a string")?.to_owned();
     let answer = RTCSessionDescription::answer(answer).map_err(|e| e.to_string())?;

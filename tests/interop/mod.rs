@@ -741,3 +741,33 @@ pub async fn page_exchange(
         elapsed,
     })
 }
+
+/// Our offer: created, set as the local description, and returned once every local candidate
+/// is in it (gathering bounded by `limit`).
+pub async fn our_offer(pc: &PeerConnection, limit: Duration) -> Result<String, String> {
+    let offer = pc.create_offer().await.map_err(|e| e.to_string())?;
+    pc.set_local_description(offer)
+        .await
+        .map_err(|e| e.to_string())?;
+    bounded("our ICE gathering", limit, local_sdp_after_gathering(pc)).await
+}
+
+/// Applies `offer`, the SDP text of the peer `who`, and returns our answer: created, set as
+/// the local description, with every local candidate (gathering bounded by `limit`).
+pub async fn our_answer(
+    pc: &PeerConnection,
+    offer: String,
+    who: &str,
+    limit: Duration,
+) -> Result<String, String> {
+    let offer = webrtc_streams::rtc::peer_connection::sdp::RTCSessionDescription::offer(offer)
+        .map_err(|e| e.to_string())?;
+    pc.set_remote_description(offer)
+        .await
+        .map_err(|e| format!("applying {who}'s offer: {e}"))?;
+    let answer = pc.create_answer().await.map_err(|e| e.to_string())?;
+    pc.set_local_description(answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    bounded("our ICE gathering", limit, local_sdp_after_gathering(pc)).await
+}
