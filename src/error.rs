@@ -136,6 +136,11 @@ pub enum Error {
         /// The last port of the range.
         end: u16,
     },
+    /// [`PeerConnectionBuilder::nat_1to1_ips`](crate::PeerConnectionBuilder::nat_1to1_ips)
+    /// was given a candidate type other than host or srflx, or an address that is not
+    /// unicast.
+    #[error("invalid 1:1 NAT mapping: {0}")]
+    InvalidNat1To1(String),
     /// No local address could be bound for ICE.
     #[error("no usable local address to bind")]
     NoLocalAddress,

@@ -24,7 +24,7 @@ use rtc::peer_connection::{
     state::{
         RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
     },
-    transport::{RTCIceCandidateInit, RTCIceCandidatePair},
+    transport::{RTCIceCandidateInit, RTCIceCandidatePair, RTCIceCandidateType},
 };
 use rtc::{
     ice::mdns::MulticastDnsMode, rtp_transceiver::RTCRtpTransceiverDirection,
@@ -44,6 +44,7 @@ use crate::{
     error::{CoreError, Error, Result},
     event::{self, PeerConnectionEvent},
     media::{LocalTrack, RemoteTrack, RtpCodecKind, RtpSender, Transceiver},
+    mux::UdpMux,
     runtime::{Runtime, default_runtime},
     shared::{
         ConnHandle, Shared, channel::ReceiveBudget, command::Command, counters::FilterStats,
@@ -814,6 +815,8 @@ pub struct PeerConnectionBuilder {
     ice_server_timeout: Duration,
     failed_timeout: Duration,
     tls_roots: Option<Vec<u8>>,
+    udp_mux: Option<UdpMux>,
+    nat_1to1: Option<(Vec<IpAddr>, RTCIceCandidateType)>,
     bridge: Option<Starter>,
 }
 
@@ -840,6 +843,8 @@ impl Default for PeerConnectionBuilder {
             ice_server_timeout: DEFAULT_SERVER_TIMEOUT,
             failed_timeout: DEFAULT_FAILED_TIMEOUT,
             tls_roots: None,
+            udp_mux: None,
+            nat_1to1: None,
             bridge: None,
         }
     }
@@ -852,6 +857,8 @@ impl fmt::Debug for PeerConnectionBuilder {
             .field("bind", &self.bind)
             .field("include_loopback", &self.include_loopback)
             .field("port_range", &self.port_range)
+            .field("udp_mux", &self.udp_mux)
+            .field("nat_1to1", &self.nat_1to1)
             .field("handler", &self.bridge.is_some())
             .finish_non_exhaustive()
     }
@@ -1057,6 +1064,62 @@ impl PeerConnectionBuilder {
         self
     }
 
+    /// Uses the sockets of `mux` (one UDP port shared by many connections) instead of
+    /// binding sockets of its own: [`bind`](Self::bind) and [`port_range`](Self::port_range)
+    /// are then not used. Without a [`runtime`](Self::runtime), the connection runs on the
+    /// mux's. See [`UdpMux`] for how datagrams find their connection.
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// use webrtc_streams::{PeerConnection, UdpMux};
+    ///
+    /// let mux = UdpMux::bind("0.0.0.0:50000".parse().unwrap())?;
+    /// let a = PeerConnection::builder().udp_mux(&mux).build().await?;
+    /// let b = PeerConnection::builder().udp_mux(&mux).build().await?;
+    /// assert_eq!(a.local_addrs(), b.local_addrs());
+    /// assert_eq!(mux.stats().connections, 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn udp_mux(mut self, mux: &UdpMux) -> Self {
+        self.udp_mux = Some(mux.clone());
+        self
+    }
+
+    /// Advertises `ips` — the public addresses of a 1:1 NAT in front of this host, as cloud
+    /// servers have — instead of (`Host`) or beside (`Srflx`) the local addresses: each
+    /// socket whose address family matches one of `ips` is announced at that IP and the
+    /// socket's port (the NAT maps ports 1:1).
+    ///
+    /// - [`RTCIceCandidateType::Host`]: the host candidate carries the public IP; the local
+    ///   address is not revealed. For a server that only the public internet reaches.
+    /// - [`RTCIceCandidateType::Srflx`]: the local host candidate stays, and a
+    ///   server-reflexive candidate with the public IP is added (its base is the local
+    ///   address), without asking a STUN server. Peers inside the same network still reach
+    ///   the local address.
+    ///
+    /// [`build`](Self::build) fails with [`Error::InvalidNat1To1`] for another candidate
+    /// type or an unspecified, multicast or broadcast IP.
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// use webrtc_streams::{PeerConnection, rtc::peer_connection::transport::RTCIceCandidateType};
+    ///
+    /// let pc = PeerConnection::builder()
+    ///     .bind(["10.0.0.5:0".parse().unwrap()])
+    ///     .nat_1to1_ips(["203.0.113.7".parse().unwrap()], RTCIceCandidateType::Host)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn nat_1to1_ips(
+        mut self,
+        ips: impl IntoIterator<Item = IpAddr>,
+        candidate_type: RTCIceCandidateType,
+    ) -> Self {
+        self.nat_1to1 = Some((ips.into_iter().collect(), candidate_type));
+        self
+    }
+
     /// Whether an unspecified bind address also expands to loopback interfaces.
     pub fn include_loopback(mut self, yes: bool) -> Self {
         self.include_loopback = yes;
@@ -1187,9 +1250,14 @@ impl PeerConnectionBuilder {
             None => None,
         };
         let relay_only = self.configuration.ice_transport_policy() == RTCIceTransportPolicy::Relay;
-        let runtime = match self.runtime {
-            Some(rt) => rt,
-            None => default_runtime()?,
+        let nat_1to1 = match &self.nat_1to1 {
+            None => None,
+            Some((ips, kind)) => Some(check_nat_1to1(ips, *kind)?),
+        };
+        let runtime = match (self.runtime, &self.udp_mux) {
+            (Some(rt), _) => rt,
+            (None, Some(mux)) => mux.runtime.clone(),
+            (None, None) => default_runtime()?,
         };
         let bind = if self.bind.is_empty() {
             vec![SocketAddr::from(([0, 0, 0, 0], 0))]
@@ -1197,11 +1265,21 @@ impl PeerConnectionBuilder {
             self.bind
         };
         let mut sockets = Vec::new();
-        let addrs = if runtime.uses_os_network() {
+        let mut membership = None;
+        let addrs = if self.udp_mux.is_some() {
+            Vec::new()
+        } else if runtime.uses_os_network() {
             expand_bind_addresses(&bind, self.include_loopback)?
         } else {
             bind
         };
+        if let Some(mux) = &self.udp_mux {
+            let (member, member_sockets) = mux.join();
+            membership = Some(member);
+            for (sock, addr) in member_sockets {
+                sockets.push(Socket { sock, addr });
+            }
+        }
         for addr in addrs {
             let sock = match &self.port_range {
                 Some(ports) if addr.port() == 0 => bind_in_range(&*runtime, addr, ports)?,
@@ -1212,6 +1290,22 @@ impl PeerConnectionBuilder {
         }
         if sockets.is_empty() {
             return Err(Error::NoLocalAddress);
+        }
+        // The 1:1 NAT's public addresses: announced instead of the local ones (the core
+        // then knows each socket by its public address), or beside them.
+        let mut mapped = Vec::new();
+        if let Some((ips, kind)) = &nat_1to1 {
+            for s in &mut sockets {
+                let Some(ip) = ips.iter().find(|ip| ip.is_ipv4() == s.addr.is_ipv4()) else {
+                    continue;
+                };
+                let public = SocketAddr::new(*ip, s.addr.port());
+                if *kind == RTCIceCandidateType::Host {
+                    s.addr = public;
+                } else {
+                    mapped.push((public, s.addr));
+                }
+            }
         }
         let setting_engine = match self.setting_engine {
             Some(engine) => {
@@ -1295,6 +1389,8 @@ impl PeerConnectionBuilder {
                 },
                 mdns: mdns_mode != MulticastDnsMode::Disabled,
                 mdns_gather: mdns_mode == MulticastDnsMode::QueryAndGather,
+                mux: membership,
+                mapped,
             },
         );
         let inner = Arc::new(ConnHandle {
@@ -1358,7 +1454,31 @@ fn bind_in_range(
     Err(exhausted())
 }
 
-fn expand_bind_addresses(bind: &[SocketAddr], include_loopback: bool) -> Result<Vec<SocketAddr>> {
+/// Checks the arguments of [`PeerConnectionBuilder::nat_1to1_ips`].
+fn check_nat_1to1(
+    ips: &[IpAddr],
+    kind: RTCIceCandidateType,
+) -> Result<(Vec<IpAddr>, RTCIceCandidateType)> {
+    if !matches!(kind, RTCIceCandidateType::Host | RTCIceCandidateType::Srflx) {
+        return Err(Error::InvalidNat1To1(format!(
+            "candidate type {kind} (only host or srflx)"
+        )));
+    }
+    for ip in ips {
+        let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+        if ip.is_unspecified() || ip.is_multicast() || broadcast {
+            return Err(Error::InvalidNat1To1(format!(
+                "{ip} is not a unicast address"
+            )));
+        }
+    }
+    Ok((ips.to_vec(), kind))
+}
+
+pub(crate) fn expand_bind_addresses(
+    bind: &[SocketAddr],
+    include_loopback: bool,
+) -> Result<Vec<SocketAddr>> {
     let mut out = Vec::new();
     let mut interfaces: Option<Vec<IpAddr>> = None;
     for addr in bind {

@@ -6,7 +6,10 @@ use log::warn;
 use rtc::peer_connection::{
     RTCPeerConnection,
     sdp::{RTCSdpType, RTCSessionDescription},
-    transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit},
+    transport::{
+        CandidateConfig, CandidateHostConfig, CandidateServerReflexiveConfig, RTCIceCandidate,
+        RTCIceCandidateInit,
+    },
 };
 
 use super::sdp::{Section, format_list, media_sections};
@@ -26,9 +29,19 @@ pub(super) struct Ice {
     end_pending: bool,
     /// The last offer or answer the core created, and the fixed text handed out for it.
     created: Option<(String, RTCSessionDescription)>,
+    /// A 1:1 NAT's public addresses with their base, announced as server-reflexive
+    /// candidates with the host candidates.
+    mapped: Vec<(SocketAddr, SocketAddr)>,
 }
 
 impl Ice {
+    pub(super) fn new(mapped: Vec<(SocketAddr, SocketAddr)>) -> Self {
+        Self {
+            mapped,
+            ..Self::default()
+        }
+    }
+
     /// An offer or answer the core created: returns it fixed ([`fix_local_sdp`]) and
     /// remembers the original for [`as_created`](Self::as_created).
     pub(super) fn created(
@@ -114,6 +127,29 @@ impl Ice {
             .and_then(|init| core.add_local_candidate(init));
             if let Err(e) = host {
                 warn!("host candidate {addr} not added: {e}");
+            }
+        }
+        for (public, base) in &self.mapped {
+            if !addrs.contains(base) {
+                continue;
+            }
+            let srflx = CandidateServerReflexiveConfig {
+                base_config: CandidateConfig {
+                    network: "udp".to_owned(),
+                    address: public.ip().to_string(),
+                    port: public.port(),
+                    component: 1,
+                    ..Default::default()
+                },
+                rel_addr: base.ip().to_string(),
+                rel_port: base.port(),
+                ..Default::default()
+            }
+            .new_candidate_server_reflexive()
+            .and_then(|c| RTCIceCandidate::from(&c).to_json())
+            .and_then(|init| core.add_local_candidate(init));
+            if let Err(e) = srflx {
+                warn!("1:1 NAT candidate {public} not added: {e}");
             }
         }
     }

@@ -18,6 +18,7 @@ mod ice;
 pub(crate) mod ingress;
 mod mdns;
 pub(crate) mod media;
+pub(crate) mod mux;
 pub(crate) mod nat;
 mod sdp;
 mod sockets;
@@ -84,6 +85,11 @@ pub(crate) struct DriverConfig {
     /// (gather mode: the mDNS socket opens at once to answer queries for the name).
     pub(crate) mdns: bool,
     pub(crate) mdns_gather: bool,
+    /// The connection's place on a [`UdpMux`](crate::UdpMux), if its sockets are a mux's.
+    pub(crate) mux: Option<Arc<mux::Membership>>,
+    /// Public addresses of a 1:1 NAT announced as server-reflexive candidates, with their
+    /// base (the local socket).
+    pub(crate) mapped: Vec<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
 /// The driver future. Completes when the connection is closed.
@@ -132,7 +138,10 @@ impl Driver {
     ) -> Self {
         let timer = runtime.new_timer(runtime.now() + Duration::from_secs(3600));
         let media = Media::new(shared.clone(), crypto.clone());
-        let nat = Nat::new(config.nat, runtime.uses_os_network(), crypto.clone());
+        let mut nat = Nat::new(config.nat, runtime.uses_os_network(), crypto.clone());
+        if config.mux.is_some() {
+            nat.set_shared_sockets(sockets.iter().map(|s| s.addr).collect());
+        }
         let ingress = Ingress::new(crypto, shared.filter.clone());
         let mdns = mdns::Mdns::new(runtime.clone(), config.mdns, config.mdns_gather);
         let channels = Channels::new(
@@ -149,8 +158,8 @@ impl Driver {
             timer_deadline: None,
             last_immediate_timeout: None,
             last_nat_timeout: None,
-            io: Io::new(sockets, ingress, nat, mdns),
-            ice: Ice::default(),
+            io: Io::new(sockets, ingress, nat, mdns, config.mux),
+            ice: Ice::new(config.mapped),
             channels,
             media,
             kick_timeout: false,
@@ -231,7 +240,7 @@ impl Driver {
                         .local_description()
                         .and_then(|d| Credentials::from_sdp(&d.sdp))
                 {
-                    self.io.ingress.set_local(creds);
+                    self.io.set_local_credentials(creds);
                 }
                 if r.is_ok() {
                     self.media.refresh(&mut self.core);

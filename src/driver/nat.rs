@@ -258,6 +258,8 @@ pub(super) struct Nat {
     current: Range<usize>,
     started: bool,
     closed: bool,
+    /// Sockets shared with other connections (a mux): no TURN over UDP from them.
+    shared: Vec<SocketAddr>,
 }
 
 struct Job {
@@ -314,7 +316,14 @@ impl Nat {
             urls: Vec::new(),
             started: false,
             closed: false,
+            shared: Vec::new(),
         }
+    }
+
+    /// The sockets are shared with other connections (a mux): a TURN server tells
+    /// allocations apart by the client's address, so TURN over UDP cannot run from them.
+    pub(super) fn set_shared_sockets(&mut self, addrs: Vec<SocketAddr>) {
+        self.shared = addrs;
     }
 
     /// Whether host candidates are gathered (not with the relay-only policy).
@@ -347,6 +356,13 @@ impl Nat {
                     .iter()
                     .any(|j| j.server == server && j.local == local && j.state != JobState::Done)
                 {
+                    continue;
+                }
+                if s.kind == ServerKind::Turn && self.shared.contains(&local) {
+                    let text = "TURN over UDP needs a socket of its own; this connection shares \
+                                a UdpMux socket (use TURN over TCP or TLS)"
+                        .to_owned();
+                    self.error(server, local, UNREACHABLE, text);
                     continue;
                 }
                 // Over TCP or TLS one connection per IP family serves every socket.

@@ -20,8 +20,10 @@ use rtc::{
 };
 
 use super::{
+    ingress::Credentials,
     ingress::Ingress,
     mdns::{self, Mdns},
+    mux::Membership,
     nat::Nat,
 };
 use crate::runtime::{AsyncUdpSocket, Runtime};
@@ -73,6 +75,8 @@ pub(super) struct Io {
     /// `None` once it has.
     early_media: Option<Vec<TaggedBytesMut>>,
     early_media_bytes: usize,
+    /// The connection's place on a mux, when the sockets are a mux's.
+    mux: Option<Arc<Membership>>,
 }
 
 /// Datagrams gathered for one segmented send.
@@ -83,7 +87,13 @@ struct TxBatch {
 }
 
 impl Io {
-    pub(super) fn new(sockets: Vec<Socket>, ingress: Ingress, nat: Nat, mdns: Mdns) -> Self {
+    pub(super) fn new(
+        sockets: Vec<Socket>,
+        ingress: Ingress,
+        nat: Nat,
+        mdns: Mdns,
+        mux: Option<Arc<Membership>>,
+    ) -> Self {
         let recv_buffer = sockets
             .iter()
             .map(|s| s.sock.recv_buffer_size())
@@ -102,7 +112,17 @@ impl Io {
             early_dtls_bytes: 0,
             early_media: Some(Vec::new()),
             early_media_bytes: 0,
+            mux,
         }
+    }
+
+    /// The local ICE credentials of the new local description: the filter checks requests
+    /// with them, and a mux routes requests for them here.
+    pub(super) fn set_local_credentials(&mut self, creds: Credentials) {
+        if let Some(mux) = &self.mux {
+            mux.set_credentials(&creds.ufrag, &creds.pwd);
+        }
+        self.ingress.set_local(creds);
     }
 
     /// The addresses the sockets are bound to (the host candidates).
@@ -416,6 +436,7 @@ impl Io {
         self.mdns.close();
         self.nat.close_links(cx);
         self.sockets.clear();
+        self.mux = None;
     }
 }
 
