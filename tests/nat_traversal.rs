@@ -508,3 +508,95 @@ async fn both_homes_udp_blocked_connect_through_turn_over_tcp() {
 async fn both_homes_udp_blocked_connect_through_turn_over_tls() {
     bounded(udp_blocked_case(true)).await;
 }
+
+/// A server behind a 1:1 NAT, as a cloud VM is: all its connections share one `UdpMux` port
+/// and announce the NAT's public address (`nat_1to1_ips`): as their host candidate instead of
+/// the private one (`Host`: the private address appears nowhere), or as a server-reflexive
+/// candidate beside it (`Srflx`). A client on the public network and a client behind a NAT
+/// both reach it at the public address.
+async fn cloud_server_case(kind: RTCIceCandidateType) {
+    use webrtc_streams::UdpMux;
+    common::init_log();
+    let net = Internet::new(Nat::OneToOne, Nat::EndpointIndependent);
+    let (rt_srv, rt_pub, rt_b) = (
+        NsRuntime::start(&net.a.host),
+        NsRuntime::start(&net.public),
+        NsRuntime::start(&net.b.host),
+    );
+    let (private, public) = (IpAddr::from(net.a.host_ip), IpAddr::from(net.a.wan_ip));
+    let mux = rt_srv
+        .run(|| async { UdpMux::bind("0.0.0.0:0".parse().unwrap()) })
+        .await
+        .expect("mux");
+    let bound = mux.local_addrs();
+    assert_eq!(bound.len(), 1, "{bound:?}");
+    assert_eq!(bound[0].ip(), private);
+    let announced = SocketAddr::new(public, bound[0].port());
+    let server = |mux: UdpMux| {
+        rt_srv.peer(move || {
+            PeerConnection::builder()
+                .udp_mux(&mux)
+                .nat_1to1_ips([public], kind)
+        })
+    };
+    let (s1, s2) = (server(mux.clone()).await, server(mux.clone()).await);
+    let host = if kind == RTCIceCandidateType::Host {
+        announced
+    } else {
+        bound[0]
+    };
+    assert_eq!(s1.local_addrs(), &[host]);
+    let c1 = rt_pub
+        .peer(|| PeerConnection::builder().bind([SocketAddr::new(PEER_IP.into(), 0)]))
+        .await;
+    let c2 = rt_b.peer(PeerConnection::builder).await;
+    for (c, s) in [(&c1, &s1), (&c2, &s2)] {
+        let dc = c
+            .create_data_channel("setup", RTCDataChannelInit::default())
+            .await
+            .expect("channel");
+        negotiate_trickle(c, s).await;
+        tokio::join!(connected(c), connected(s));
+        within("setup channel", dc.opened()).await.expect("open");
+    }
+    assert_eq!(mux.stats().connections, 2);
+    tokio::join!(exchange(&c1, &s1), exchange(&c2, &s2));
+    let end = End {
+        typ: kind,
+        addr: Some(announced),
+    };
+    for (c, s, who) in [(&c1, &s1, "public client"), (&c2, &s2, "NATed client")] {
+        let (sc, ss) = (selected(c, who).await, selected(s, "server").await);
+        assert_eq!(sc.remote, Some(end), "{who}: {sc:?}");
+        assert_eq!(
+            ss.local.addr.map(|a| a.port()),
+            Some(announced.port()),
+            "{ss:?}"
+        );
+        let sdp = s.local_description().await.unwrap().unwrap().sdp;
+        let private_announced = sdp.contains(&format!(" {private} "));
+        assert_eq!(
+            private_announced,
+            kind != RTCIceCandidateType::Host,
+            "{sdp}"
+        );
+        assert!(
+            sdp.contains(&format!(" {public} {} typ {kind}", announced.port())),
+            "{sdp}"
+        );
+    }
+    assert_eq!(mux.stats().unrouted, 0);
+    for pc in [&c1, &c2, &s1, &s2] {
+        pc.close().await.ok();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_server_behind_1to1_nat_serves_clients_on_one_port() {
+    bounded(cloud_server_case(RTCIceCandidateType::Host)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_server_announces_its_1to1_nat_address_as_srflx() {
+    bounded(cloud_server_case(RTCIceCandidateType::Srflx)).await;
+}

@@ -65,7 +65,9 @@ async fn exchange(p: &Pair, n: usize, round: usize) {
         let up = format!("{n}/{round}/up/{i}");
         within("send up", p.tx.send(Bytes::from(up))).await.unwrap();
         let down = format!("{n}/{round}/down/{i}");
-        within("send down", p.rx.send(Bytes::from(down))).await.unwrap();
+        within("send down", p.rx.send(Bytes::from(down)))
+            .await
+            .unwrap();
     }
     for i in 0..MESSAGES {
         let m = within("receive up", at_server.next()).await.unwrap();
@@ -101,7 +103,9 @@ async fn many_clients_share_one_port() {
     let target: SocketAddr = mux.local_addrs()[0];
     let before = mux.stats().unrouted;
     stranger.send_to(&[0x16; 100], target).unwrap(); // "DTLS" from nobody
-    stranger.send_to(&forged_binding_request(&pairs[0].server).await, target).unwrap();
+    stranger
+        .send_to(&forged_binding_request(&pairs[0].server).await, target)
+        .unwrap();
     within("strangers counted", async {
         while mux.stats().unrouted < before + 2 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -189,14 +193,21 @@ async fn a_taken_port_is_an_io_error_and_a_connection_keeps_the_mux_alive() {
     ));
 
     let mux = UdpMux::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let server = PeerConnection::builder().udp_mux(&mux).build().await.unwrap();
+    let server = PeerConnection::builder()
+        .udp_mux(&mux)
+        .build()
+        .await
+        .unwrap();
     let addr = mux.local_addrs()[0];
     drop(mux);
     // The connection still holds the socket: the port stays taken.
     assert!(std::net::UdpSocket::bind(addr).is_err());
     let c = client().await;
     let mut incoming = server.data_channels();
-    let tx = c.create_data_channel("alive", Default::default()).await.unwrap();
+    let tx = c
+        .create_data_channel("alive", Default::default())
+        .await
+        .unwrap();
     negotiate(&c, &server).await;
     let rx = within("channel", incoming.next()).await.unwrap();
     within("open", tx.opened()).await.unwrap();
@@ -218,7 +229,9 @@ async fn concurrent_bulk_transfers_through_one_port() {
         let send = async {
             for i in 0..BYTES / CHUNK {
                 let chunk: Vec<u8> = (0..CHUNK).map(|j| (n * 31 + i * 7 + j) as u8).collect();
-                within("bulk send", p.rx.send(Bytes::from(chunk))).await.unwrap();
+                within("bulk send", p.rx.send(Bytes::from(chunk)))
+                    .await
+                    .unwrap();
             }
         };
         let receive = async {
@@ -238,4 +251,34 @@ async fn concurrent_bulk_transfers_through_one_port() {
     }))
     .await;
     assert_eq!(mux.stats().connections, PAIRS);
+}
+
+/// `nat_1to1_ips` takes host or srflx and unicast addresses only; the error says which.
+#[tokio::test]
+async fn a_bad_1to1_mapping_is_a_typed_error() {
+    use webrtc_streams::rtc::peer_connection::transport::RTCIceCandidateType;
+    let build = |ip: &str, kind| {
+        PeerConnection::builder()
+            .bind(["127.0.0.1:0".parse().unwrap()])
+            .nat_1to1_ips([ip.parse().unwrap()], kind)
+            .build()
+    };
+    for (ip, kind) in [
+        ("203.0.113.7", RTCIceCandidateType::Relay),
+        ("203.0.113.7", RTCIceCandidateType::Prflx),
+        ("0.0.0.0", RTCIceCandidateType::Host),
+        ("255.255.255.255", RTCIceCandidateType::Host),
+        ("224.0.0.251", RTCIceCandidateType::Srflx),
+        ("ff02::1", RTCIceCandidateType::Host),
+    ] {
+        match build(ip, kind).await {
+            Err(webrtc_streams::Error::InvalidNat1To1(why)) => assert!(!why.is_empty()),
+            other => panic!("{ip} {kind}: {other:?}"),
+        }
+    }
+    // A public IP of the other family leaves the socket's host candidate as it is.
+    let pc = build("2001:db8::7", RTCIceCandidateType::Host)
+        .await
+        .unwrap();
+    assert!(pc.local_addrs()[0].ip().is_loopback());
 }

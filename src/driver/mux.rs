@@ -245,13 +245,21 @@ impl State {
             .map(|_| id)
     }
 
-    /// What member `id` sends to `peer` tells where answers go.
-    fn note_send(&mut self, id: u64, peer: SocketAddr, datagram: &[u8]) {
+    /// Member `id` sends to `peer`: what comes back from there is its own, unless the
+    /// address belongs to another member already.
+    fn note_peer(&mut self, id: u64, peer: SocketAddr) {
         if let std::collections::hash_map::Entry::Vacant(e) = self.by_addr.entry(peer) {
             e.insert(id);
             if let Some(m) = self.members.get_mut(&id) {
                 m.addrs.push(peer);
             }
+        }
+    }
+
+    /// Member `id` sends `datagram`: if it is a STUN request, the response is its own.
+    fn note_transaction(&mut self, id: u64, datagram: &[u8]) {
+        if datagram.first().is_none_or(|b| b & 0xc0 != 0) {
+            return; // not STUN: the common case, decided by the first byte
         }
         if matches!(
             stun_class(datagram),
@@ -473,7 +481,11 @@ impl AsyncUdpSocket for MemberSocket {
         let id = self.membership.id;
         {
             let mut st = lock(&self.shared().state);
-            st.note_send(id, target, &buf[..segment_size.min(buf.len())]);
+            st.note_peer(id, target);
+            // Every segment: one batch may carry several checks to the same peer.
+            for d in buf.chunks(segment_size.max(1)) {
+                st.note_transaction(id, d);
+            }
             let slot = &mut st.senders[self.index];
             match slot.holder {
                 Some(holder) if holder != id => {
@@ -542,7 +554,15 @@ impl AsyncUdpSocket for MemberSocket {
                 for (d, owner) in buf[..len].chunks(stride).zip(owners) {
                     match owner {
                         Some(owner) => wake.extend(st.deliver(owner, self.index, peer, d)),
-                        None => st.unrouted += 1,
+                        None => {
+                            log::debug!(
+                                "mux {}: {} bytes from {peer} belong to no connection ({:?})",
+                                shared.sockets[self.index].1,
+                                d.len(),
+                                stun_class(d)
+                            );
+                            st.unrouted += 1;
+                        }
                     }
                 }
             }

@@ -96,6 +96,10 @@ pub enum Nat {
     Symmetric,
     /// No UDP leaves the home (TCP still does, masqueraded): TURN over TCP/TLS or ICE-TCP only.
     UdpBlocked,
+    /// A 1:1 NAT, as in front of a cloud server: everything that reaches the router's public
+    /// address goes to the host (same port), and the host's packets leave from it. Nothing
+    /// is filtered.
+    OneToOne,
 }
 
 /// The public network: `10.99.0.0/24` on a bridge in the public namespace.
@@ -252,7 +256,7 @@ impl Internet {
             )?;
             run(
                 Command::new("ip").args(["netns", "exec", r, "nft", "-f", "-"]),
-                Some(&nat_ruleset(home.nat)),
+                Some(&nat_ruleset(&home)),
             )?;
         }
         Ok(())
@@ -284,10 +288,27 @@ fn home(host: &str, router: &str, nat: Nat, n: u8) -> Home {
 /// arrives before the home's own check leaves a confirmed entry whose reply tuple is the
 /// mapping the home is about to use; masquerade then picks another port for the home's
 /// packets, and the endpoint-independent NAT behaves like a symmetric one.
-fn nat_ruleset(nat: Nat) -> String {
+fn nat_ruleset(home: &Home) -> String {
+    let nat = home.nat;
+    if nat == Nat::OneToOne {
+        let (host, wan) = (home.host_ip, home.wan_ip);
+        return format!(
+            "table ip nat {{
+    chain prerouting {{
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname \"wan\" dnat to {host}
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname \"wan\" snat to {wan}
+    }}
+}}
+"
+        );
+    }
     let masquerade = match nat {
         Nat::Symmetric => "masquerade fully-random",
-        Nat::EndpointIndependent | Nat::UdpBlocked => "masquerade",
+        Nat::EndpointIndependent | Nat::UdpBlocked | Nat::OneToOne => "masquerade",
     };
     let udp = if nat == Nat::UdpBlocked {
         "iifname \"lan\" meta l4proto udp drop"
