@@ -40,6 +40,7 @@ use crate::{
         Driver, DriverConfig, Socket,
         media::DeliverRtcp,
         nat::{self, DEFAULT_SERVER_TIMEOUT, NatConfig},
+        tcp,
     },
     error::{CoreError, Error, Result},
     event::{self, PeerConnectionEvent},
@@ -817,6 +818,8 @@ pub struct PeerConnectionBuilder {
     tls_roots: Option<Vec<u8>>,
     udp_mux: Option<UdpMux>,
     nat_1to1: Option<(Vec<IpAddr>, RTCIceCandidateType)>,
+    ice_tcp: bool,
+    ice_udp: bool,
     bridge: Option<Starter>,
 }
 
@@ -845,6 +848,8 @@ impl Default for PeerConnectionBuilder {
             tls_roots: None,
             udp_mux: None,
             nat_1to1: None,
+            ice_tcp: false,
+            ice_udp: true,
             bridge: None,
         }
     }
@@ -859,6 +864,8 @@ impl fmt::Debug for PeerConnectionBuilder {
             .field("port_range", &self.port_range)
             .field("udp_mux", &self.udp_mux)
             .field("nat_1to1", &self.nat_1to1)
+            .field("ice_tcp", &self.ice_tcp)
+            .field("ice_udp", &self.ice_udp)
             .field("handler", &self.bridge.is_some())
             .finish_non_exhaustive()
     }
@@ -1120,6 +1127,38 @@ impl PeerConnectionBuilder {
         self
     }
 
+    /// Gathers ICE-TCP host candidates (RFC 6544) beside the UDP ones (default: off): per
+    /// local address a *passive* candidate (a TCP listener on an ephemeral port, which peers
+    /// whose UDP is blocked connect to — browsers do) and an *active* one (this side connects
+    /// to the peer's passive candidates). ICE still prefers UDP pairs when both work.
+    ///
+    /// Needs a runtime with TCP ([`Runtime::bind_tcp_listener`] and
+    /// [`Runtime::connect_tcp`]); the built-in OS runtimes have it.
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// let pc = webrtc_streams::PeerConnection::builder()
+    ///     .ice_tcp(true)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`Runtime::bind_tcp_listener`]: crate::runtime::Runtime::bind_tcp_listener
+    /// [`Runtime::connect_tcp`]: crate::runtime::Runtime::connect_tcp
+    pub fn ice_tcp(mut self, yes: bool) -> Self {
+        self.ice_tcp = yes;
+        self
+    }
+
+    /// Whether UDP host and server-reflexive candidates are gathered (default: on). Off,
+    /// with [`ice_tcp`](Self::ice_tcp) on, a connection offers only TCP candidates (and relayed
+    /// ones from TURN servers): for networks where UDP is known not to pass.
+    pub fn ice_udp(mut self, yes: bool) -> Self {
+        self.ice_udp = yes;
+        self
+    }
+
     /// Whether an unspecified bind address also expands to loopback interfaces.
     pub fn include_loopback(mut self, yes: bool) -> Self {
         self.include_loopback = yes;
@@ -1243,7 +1282,10 @@ impl PeerConnectionBuilder {
     /// [`Error::Io`] if a socket cannot be bound, [`Error::NoLocalAddress`] if nothing could
     /// be bound, and [`Error::InvalidOperation`] for a configuration the core rejects.
     pub async fn build(self) -> Result<PeerConnection> {
-        let ice_servers = nat::ice_servers(self.configuration.ice_servers())?;
+        let mut ice_servers = nat::ice_servers(self.configuration.ice_servers())?;
+        if !self.ice_udp {
+            ice_servers.retain(|s| !s.is_stun());
+        }
         let tls = match &self.tls_roots {
             Some(pem) => Some(nat::tls_config(Some(pem))?),
             None if nat::needs_tls(&ice_servers) => Some(nat::tls_config(None)?),
@@ -1305,6 +1347,22 @@ impl PeerConnectionBuilder {
                 } else {
                     mapped.push((public, s.addr));
                 }
+            }
+        }
+        // ICE-TCP: per socket a listener on its interface (the passive candidate: the IP the
+        // core knows the socket by, the listener's port) and an active candidate.
+        let mut tcp_listeners = Vec::new();
+        let mut tcp_active = Vec::new();
+        if self.ice_tcp {
+            for s in &sockets {
+                let real = s.sock.local_addr()?;
+                let listener = runtime.bind_tcp_listener(SocketAddr::new(real.ip(), 0))?;
+                let port = listener.local_addr()?.port();
+                tcp_listeners.push(tcp::Listener {
+                    listener,
+                    addr: SocketAddr::new(s.addr.ip(), port),
+                });
+                tcp_active.push(SocketAddr::new(s.addr.ip(), tcp::ACTIVE_PORT));
             }
         }
         let setting_engine = match self.setting_engine {
@@ -1391,6 +1449,9 @@ impl PeerConnectionBuilder {
                 mdns_gather: mdns_mode == MulticastDnsMode::QueryAndGather,
                 mux: membership,
                 mapped,
+                tcp_listeners,
+                tcp_active,
+                udp_host: self.ice_udp,
             },
         );
         let inner = Arc::new(ConnHandle {

@@ -600,3 +600,48 @@ async fn cloud_server_behind_1to1_nat_serves_clients_on_one_port() {
 async fn cloud_server_announces_its_1to1_nat_address_as_srflx() {
     bounded(cloud_server_case(RTCIceCandidateType::Srflx)).await;
 }
+
+/// ICE-TCP: a client whose home drops all UDP (TCP leaves, masqueraded) and a public server,
+/// both gathering UDP and TCP candidates and no ICE server: the UDP checks die at the home's
+/// router, the client's active TCP candidate connects to the server's passive one, and
+/// everything flows framed on that connection.
+async fn ice_tcp_case() {
+    use webrtc_streams::rtc::peer_connection::transport::{RTCIceProtocol, RTCIceTcpCandidateType};
+    common::init_log();
+    let net = Internet::new(Nat::UdpBlocked, Nat::EndpointIndependent);
+    let (rt_pub, rt_a) = (NsRuntime::start(&net.public), NsRuntime::start(&net.a.host));
+    let server = rt_pub
+        .peer(|| {
+            PeerConnection::builder()
+                .bind([SocketAddr::new(PEER_IP.into(), 0)])
+                .ice_tcp(true)
+        })
+        .await;
+    let client = rt_a
+        .peer(|| PeerConnection::builder().ice_tcp(true))
+        .await;
+    let dc = client
+        .create_data_channel("setup", RTCDataChannelInit::default())
+        .await
+        .expect("channel");
+    negotiate_trickle(&client, &server).await;
+    tokio::join!(connected(&client), connected(&server));
+    within("setup channel", dc.opened()).await.expect("open");
+    exchange(&client, &server).await;
+    let pair = client.selected_candidate_pair().await.unwrap().unwrap();
+    assert_eq!(pair.local().protocol, RTCIceProtocol::Tcp, "client: {pair}");
+    assert_eq!(pair.local().tcp_type, RTCIceTcpCandidateType::Active, "client: {pair}");
+    assert_eq!(pair.remote().address, PEER_IP.to_string(), "client: {pair}");
+    let pair = server.selected_candidate_pair().await.unwrap().unwrap();
+    assert_eq!(pair.local().protocol, RTCIceProtocol::Tcp, "server: {pair}");
+    assert_eq!(pair.local().tcp_type, RTCIceTcpCandidateType::Passive, "server: {pair}");
+    // The server sees the client's router, not the client's private address.
+    assert_eq!(pair.remote().address, net.a.wan_ip.to_string(), "server: {pair}");
+    client.close().await.ok();
+    server.close().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_blocked_client_reaches_a_public_server_over_ice_tcp() {
+    bounded(ice_tcp_case()).await;
+}

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use log::warn;
+use rtc::ice::tcp_type::TcpType;
 use rtc::peer_connection::{
     RTCPeerConnection,
     sdp::{RTCSdpType, RTCSessionDescription},
@@ -150,6 +151,38 @@ impl Ice {
             .and_then(|init| core.add_local_candidate(init));
             if let Err(e) = srflx {
                 warn!("1:1 NAT candidate {public} not added: {e}");
+            }
+        }
+    }
+
+    /// Adds the ICE-TCP host candidates: a passive one per listener, an active one (port 9)
+    /// per address in `active`.
+    pub(super) fn gather_tcp(
+        &mut self,
+        core: &mut RTCPeerConnection,
+        passive: &[SocketAddr],
+        active: &[SocketAddr],
+    ) {
+        let candidates = passive
+            .iter()
+            .map(|a| (a, TcpType::Passive))
+            .chain(active.iter().map(|a| (a, TcpType::Active)));
+        for (addr, tcp_type) in candidates {
+            let host = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: "tcp".to_owned(),
+                    address: addr.ip().to_string(),
+                    port: addr.port(),
+                    component: 1,
+                    ..Default::default()
+                },
+                tcp_type,
+            }
+            .new_candidate_host()
+            .and_then(|c| RTCIceCandidate::from(&c).to_json())
+            .and_then(|init| core.add_local_candidate(init));
+            if let Err(e) = host {
+                warn!("TCP {tcp_type} candidate {addr} not added: {e}");
             }
         }
     }

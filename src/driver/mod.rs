@@ -22,6 +22,7 @@ pub(crate) mod mux;
 pub(crate) mod nat;
 mod sdp;
 mod sockets;
+pub(crate) mod tcp;
 
 use std::{
     future::Future,
@@ -90,6 +91,11 @@ pub(crate) struct DriverConfig {
     /// Public addresses of a 1:1 NAT announced as server-reflexive candidates, with their
     /// base (the local socket).
     pub(crate) mapped: Vec<(std::net::SocketAddr, std::net::SocketAddr)>,
+    /// ICE-TCP: the passive candidates' listeners and the active candidates' addresses.
+    pub(crate) tcp_listeners: Vec<tcp::Listener>,
+    pub(crate) tcp_active: Vec<std::net::SocketAddr>,
+    /// Whether UDP host candidates are gathered.
+    pub(crate) udp_host: bool,
 }
 
 /// The driver future. Completes when the connection is closed.
@@ -110,6 +116,8 @@ pub(crate) struct Driver {
     ice: Ice,
     /// Data channels.
     channels: Channels,
+    /// Whether UDP host candidates are gathered.
+    udp_host: bool,
     /// Audio and video tracks.
     media: Media,
     /// Run `handle_timeout` once more in this round (the DTLS client's first flight waits
@@ -149,6 +157,15 @@ impl Driver {
             config.high_water_mark,
             config.event_capacity,
         );
+        let io = Io::new(
+            sockets,
+            ingress,
+            nat,
+            mdns,
+            config.mux,
+            tcp::IceTcp::new(config.tcp_listeners, config.tcp_active),
+            runtime.clone(),
+        );
         Self {
             core,
             runtime,
@@ -158,7 +175,8 @@ impl Driver {
             timer_deadline: None,
             last_immediate_timeout: None,
             last_nat_timeout: None,
-            io: Io::new(sockets, ingress, nat, mdns, config.mux),
+            io,
+            udp_host: config.udp_host,
             ice: Ice::new(config.mapped),
             channels,
             media,
@@ -250,12 +268,17 @@ impl Driver {
                     self.drain_events(); // the signaling change comes before gathering
                     self.publish(Raw::IceGathering(RTCIceGatheringState::Gathering));
                     let addrs = self.io.addrs();
-                    let host: &[_] = if self.io.nat.gathers_host() {
+                    let host: &[_] = if self.io.nat.gathers_host() && self.udp_host {
                         &addrs
                     } else {
                         &[]
                     };
                     self.ice.gather(&mut self.core, host);
+                    if self.io.nat.gathers_host() {
+                        let passive = self.io.tcp.passive();
+                        self.ice
+                            .gather_tcp(&mut self.core, &passive, self.io.tcp.active());
+                    }
                     self.io.nat.restart(now, &addrs);
                     self.drain_nat();
                 }
@@ -634,11 +657,13 @@ impl Driver {
         let core = self.core.poll_timeout();
         let nat = self.io.nat.poll_timeout();
         let closing = self.channels.poll_timeout();
+        let tcp = self.io.tcp.poll_timeout();
         let failed = self.failed;
         let Some(mut deadline) = core
             .into_iter()
             .chain(nat)
             .chain(closing)
+            .chain(tcp)
             .chain(failed)
             .min()
         else {

@@ -101,6 +101,13 @@ impl ServerKind {
 
 /// Checks the configured ICE servers: every URL must parse, have a `stun:`, `turn:` or
 /// `turns:` scheme, and TURN servers need a username and a credential.
+impl IceServer {
+    /// Whether this is a STUN server (server-reflexive candidates only).
+    pub(crate) fn is_stun(&self) -> bool {
+        self.kind == ServerKind::Stun
+    }
+}
+
 pub(crate) fn ice_servers(servers: &[RTCIceServer]) -> Result<Vec<IceServer>> {
     let mut out = Vec::new();
     for server in servers {

@@ -25,6 +25,7 @@ use super::{
     mdns::{self, Mdns},
     mux::Membership,
     nat::Nat,
+    tcp::IceTcp,
 };
 use crate::runtime::{AsyncUdpSocket, Runtime};
 
@@ -77,6 +78,9 @@ pub(super) struct Io {
     early_media_bytes: usize,
     /// The connection's place on a mux, when the sockets are a mux's.
     mux: Option<Arc<Membership>>,
+    /// ICE-TCP candidates and their connections.
+    pub(super) tcp: IceTcp,
+    runtime: Arc<dyn Runtime>,
 }
 
 /// Datagrams gathered for one segmented send.
@@ -93,6 +97,8 @@ impl Io {
         nat: Nat,
         mdns: Mdns,
         mux: Option<Arc<Membership>>,
+        tcp: IceTcp,
+        runtime: Arc<dyn Runtime>,
     ) -> Self {
         let recv_buffer = sockets
             .iter()
@@ -113,6 +119,8 @@ impl Io {
             early_media: Some(Vec::new()),
             early_media_bytes: 0,
             mux,
+            tcp,
+            runtime,
         }
     }
 
@@ -164,6 +172,13 @@ impl Io {
                 let Some(first) = self.next_write(core) else {
                     return any | self.drain_server_outbox(cx);
                 };
+                if first.transport.transport_protocol == TransportProtocol::TCP {
+                    let (local, peer) = (first.transport.local_addr, first.transport.peer_addr);
+                    self.tcp
+                        .send(&*self.runtime, first.now, local, peer, &first.message);
+                    any = true;
+                    continue;
+                }
                 if mdns::is_mdns(first.transport.peer_addr) {
                     self.mdns.send(cx, &first);
                     any = true;
@@ -241,6 +256,7 @@ impl Io {
                 break;
             };
             let fits = next.transport.peer_addr == peer
+                && next.transport.transport_protocol == TransportProtocol::UDP
                 && !mdns::is_mdns(peer)
                 && !self.nat.is_relayed(next.transport.local_addr)
                 && self.socket_index(next.transport.local_addr) == Some(socket)
@@ -319,7 +335,14 @@ impl Io {
         thread_local! {
             static RECV_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let links = self.poll_server_links(cx, core, runtime);
+        let mut links = self.poll_server_links(cx, core, runtime);
+        if self.tcp.poll(cx, runtime.now()) {
+            links = true;
+            let now = runtime.now();
+            while let Some((local, peer, packet)) = self.tcp.inbound.pop_front() {
+                self.handle_packet(core, now, local, peer, &packet, TransportProtocol::TCP);
+            }
+        }
         links
             | RECV_BUF.with(|cell| {
                 let mut buf = cell.borrow_mut();
@@ -376,17 +399,31 @@ impl Io {
         peer: SocketAddr,
         datagram: &[u8],
     ) {
+        self.handle_packet(core, now, local, peer, datagram, TransportProtocol::UDP);
+    }
+
+    /// A datagram, or a packet framed on an ICE-TCP connection (`protocol` TCP: never a
+    /// STUN or TURN server's).
+    fn handle_packet(
+        &mut self,
+        core: &mut RTCPeerConnection,
+        now: Instant,
+        local: SocketAddr,
+        peer: SocketAddr,
+        datagram: &[u8],
+        protocol: TransportProtocol,
+    ) {
         let packet = || TaggedBytesMut {
             now,
             transport: TransportContext {
                 local_addr: local,
                 peer_addr: peer,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: protocol,
                 ecn: None,
             },
             message: BytesMut::from(datagram),
         };
-        if self.nat.claim(now, local, peer, datagram) {
+        if protocol == TransportProtocol::UDP && self.nat.claim(now, local, peer, datagram) {
             // Data a relay received from peers enters as if the relayed address had received
             // it, through the filter like any other datagram.
             while let Some((relayed, from, data)) = self.nat.relayed_in.pop_front() {
@@ -396,6 +433,9 @@ impl Io {
         }
         if !self.ingress.admit(peer, datagram) {
             return;
+        }
+        if protocol == TransportProtocol::TCP {
+            self.tcp.admitted(peer);
         }
         // RFC 7983: first byte 128..=191 is RTP or RTCP, 20..=63 DTLS.
         if matches!(datagram.first(), Some(128..=191)) && !self.ingress.dtls_done() {
@@ -435,6 +475,7 @@ impl Io {
         self.drain_server_outbox(cx);
         self.mdns.close();
         self.nat.close_links(cx);
+        self.tcp.close(cx);
         self.sockets.clear();
         self.mux = None;
     }

@@ -3,7 +3,7 @@
 use std::{
     future::Future,
     io,
-    net::{SocketAddr, TcpStream, UdpSocket},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     pin::Pin,
     task::{Context, Poll},
     time::Instant,
@@ -14,7 +14,10 @@ use quinn_udp::UdpSocketState;
 
 use futures::io::{AsyncRead, AsyncWrite};
 
-use super::{AsyncTcpStream, AsyncTimer, AsyncUdpSocket, ConnectTcp, udp};
+use super::{
+    AsyncTcpListener, AsyncTcpStream, AsyncTimer, AsyncUdpSocket, ConnectTcp,
+    bind_std_tcp_listener, udp,
+};
 
 /// A resettable `async-io` timer.
 #[derive(Debug)]
@@ -137,6 +140,42 @@ pub(crate) fn connect_tcp(addr: SocketAddr) -> ConnectTcp {
         stream.get_ref().set_nodelay(true)?;
         Ok(Box::new(AsyncIoTcpStream(stream)) as Box<dyn AsyncTcpStream>)
     })
+}
+
+/// Binds a TCP listener on the `async-io` reactor.
+pub(crate) fn bind_tcp_listener(addr: SocketAddr) -> io::Result<Box<dyn AsyncTcpListener>> {
+    Ok(Box::new(AsyncIoTcpListener(Async::new(
+        bind_std_tcp_listener(addr)?,
+    )?)))
+}
+
+/// A TCP listener registered with the `async-io` reactor.
+#[derive(Debug)]
+struct AsyncIoTcpListener(Async<TcpListener>);
+
+impl AsyncTcpListener for AsyncIoTcpListener {
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(Box<dyn AsyncTcpStream>, SocketAddr)>> {
+        loop {
+            match self.0.get_ref().accept() {
+                Ok((stream, peer)) => {
+                    stream.set_nodelay(true)?;
+                    let stream = Async::new(stream)?;
+                    return Poll::Ready(Ok((Box::new(AsyncIoTcpStream(stream)), peer)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    futures::ready!(self.0.poll_readable(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
 }
 
 /// A TCP stream registered with the `async-io` reactor.

@@ -14,7 +14,7 @@ use std::{
 };
 
 use super::{
-    AsyncTimer, AsyncUdpSocket, ConnectTcp, Runtime,
+    AsyncTcpListener, AsyncTimer, AsyncUdpSocket, ConnectTcp, Runtime,
     async_io::{self, AsyncIoTimer, AsyncIoUdpSocket},
 };
 
@@ -39,5 +39,9 @@ impl Runtime for AsyncStdRuntime {
 
     fn connect_tcp(&self, addr: SocketAddr) -> ConnectTcp {
         async_io::connect_tcp(addr)
+    }
+
+    fn bind_tcp_listener(&self, addr: SocketAddr) -> io::Result<Box<dyn AsyncTcpListener>> {
+        async_io::bind_tcp_listener(addr)
     }
 }

@@ -30,7 +30,7 @@ use embassy_executor::{Executor, SendSpawner};
 use log::warn;
 
 use super::{
-    AsyncTimer, AsyncUdpSocket, ConnectTcp, Runtime,
+    AsyncTcpListener, AsyncTimer, AsyncUdpSocket, ConnectTcp, Runtime,
     async_io::{self, AsyncIoUdpSocket},
 };
 
@@ -112,6 +112,10 @@ impl Runtime for EmbassyRuntime {
 
     fn connect_tcp(&self, addr: SocketAddr) -> ConnectTcp {
         async_io::connect_tcp(addr)
+    }
+
+    fn bind_tcp_listener(&self, addr: SocketAddr) -> io::Result<Box<dyn AsyncTcpListener>> {
+        async_io::bind_tcp_listener(addr)
     }
 }
 

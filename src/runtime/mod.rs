@@ -133,6 +133,47 @@ pub trait Runtime: Send + Sync + Debug + 'static {
             "this runtime has no TCP connections",
         ))))
     }
+
+    /// Binds a listening TCP socket on `addr` (ICE-TCP passive candidates, see
+    /// `PeerConnectionBuilder::ice_tcp`). The default fails with
+    /// [`io::ErrorKind::Unsupported`], and the connection then gathers no passive TCP
+    /// candidates.
+    fn bind_tcp_listener(&self, addr: SocketAddr) -> io::Result<Box<dyn AsyncTcpListener>> {
+        let _ = addr;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this runtime has no TCP listeners",
+        ))
+    }
+}
+
+/// Binds a non-blocking OS TCP listener on `addr` (address reuse as servers do; a backlog
+/// of 64).
+pub fn bind_std_tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(64)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// A listening TCP socket registered with a reactor (ICE-TCP passive candidates), from
+/// [`Runtime::bind_tcp_listener`].
+pub trait AsyncTcpListener: Send + Debug + 'static {
+    /// Accepts a connection: the stream and the address of its remote end. `Pending`
+    /// registers `cx`'s waker until one is waiting.
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(Box<dyn AsyncTcpStream>, SocketAddr)>>;
+
+    /// The address the listener is bound to.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
 /// A TCP connection being opened by [`Runtime::connect_tcp`].

@@ -13,7 +13,10 @@ use std::{
 use quinn_udp::UdpSocketState;
 use tokio::{io::Interest, runtime::Handle, time::Sleep};
 
-use super::{AsyncTcpStream, AsyncTimer, AsyncUdpSocket, ConnectTcp, Runtime, udp};
+use super::{
+    AsyncTcpListener, AsyncTcpStream, AsyncTimer, AsyncUdpSocket, ConnectTcp, Runtime,
+    bind_std_tcp_listener, udp,
+};
 
 /// The Tokio runtime: tasks, timers and sockets of one Tokio [`Handle`].
 ///
@@ -86,6 +89,32 @@ impl Runtime for TokioRuntime {
             stream.set_nodelay(true)?;
             Ok(Box::new(TokioTcpStream(stream)) as Box<dyn AsyncTcpStream>)
         })
+    }
+
+    fn bind_tcp_listener(&self, addr: SocketAddr) -> io::Result<Box<dyn AsyncTcpListener>> {
+        let listener = bind_std_tcp_listener(addr)?;
+        let _guard = self.handle.enter();
+        Ok(Box::new(TokioTcpListener(tokio::net::TcpListener::from_std(
+            listener,
+        )?)))
+    }
+}
+
+#[derive(Debug)]
+struct TokioTcpListener(tokio::net::TcpListener);
+
+impl AsyncTcpListener for TokioTcpListener {
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(Box<dyn AsyncTcpStream>, SocketAddr)>> {
+        let (stream, peer) = ready!(self.0.poll_accept(cx))?;
+        stream.set_nodelay(true)?;
+        Poll::Ready(Ok((Box::new(TokioTcpStream(stream)), peer)))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
     }
 }
 
