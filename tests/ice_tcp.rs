@@ -25,7 +25,10 @@ async fn peer(udp: bool) -> PeerConnection {
 
 async fn channel_pair(a: &PeerConnection, b: &PeerConnection) -> (DataChannel, DataChannel) {
     let mut incoming = b.data_channels();
-    let tx = a.create_data_channel("tcp", Default::default()).await.unwrap();
+    let tx = a
+        .create_data_channel("tcp", Default::default())
+        .await
+        .unwrap();
     negotiate(a, b).await;
     let rx = within("remote channel", incoming.next()).await.unwrap();
     within("open", tx.opened()).await.unwrap();
@@ -46,7 +49,10 @@ async fn transfer(tx: &DataChannel, rx: &DataChannel) {
             let m = within("receive", msgs.next()).await.unwrap();
             assert_eq!(m.data.len(), 16 * 1024);
             assert!(
-                m.data.iter().enumerate().all(|(j, b)| *b == (i * 13 + j as u32) as u8),
+                m.data
+                    .iter()
+                    .enumerate()
+                    .all(|(j, b)| *b == (i * 13 + j as u32) as u8),
                 "chunk {i} corrupted"
             );
         }
@@ -54,11 +60,18 @@ async fn transfer(tx: &DataChannel, rx: &DataChannel) {
     futures::join!(send, receive);
     let mut back = tx.messages();
     rx.send(Bytes::from_static(b"over tcp")).await.unwrap();
-    assert_eq!(&within("reply", back.next()).await.unwrap().data[..], b"over tcp");
+    assert_eq!(
+        &within("reply", back.next()).await.unwrap().data[..],
+        b"over tcp"
+    );
 }
 
 async fn assert_tcp_pair(pc: &PeerConnection, who: &str) {
-    let pair = pc.selected_candidate_pair().await.unwrap().expect("selected pair");
+    let pair = pc
+        .selected_candidate_pair()
+        .await
+        .unwrap()
+        .expect("selected pair");
     assert_eq!(pair.local().protocol, RTCIceProtocol::Tcp, "{who}: {pair}");
     assert_eq!(pair.remote().protocol, RTCIceProtocol::Tcp, "{who}: {pair}");
 }
@@ -70,7 +83,10 @@ async fn tcp_only_peers_connect_over_tcp() {
     let (tx, rx) = channel_pair(&a, &b).await;
     for pc in [&a, &b] {
         let sdp = pc.local_description().await.unwrap().unwrap().sdp;
-        assert!(sdp.contains(" tcp ") && sdp.contains("tcptype passive"), "{sdp}");
+        assert!(
+            sdp.contains(" tcp ") && sdp.contains("tcptype passive"),
+            "{sdp}"
+        );
         assert!(sdp.contains("tcptype active"), "{sdp}");
         assert!(!sdp.contains(" udp "), "UDP candidate gathered: {sdp}");
     }

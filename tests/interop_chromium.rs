@@ -30,7 +30,10 @@ use std::time::{Duration, Instant};
 
 use interop::{PageServer, Script, TempDir, bounded, browser::Browser, loopback_only, step};
 use serde_json::{Value, json};
-use webrtc_streams::rtc::peer_connection::sdp::RTCSessionDescription;
+use webrtc_streams::{
+    PeerConnection,
+    rtc::peer_connection::{sdp::RTCSessionDescription, transport::RTCIceTcpCandidateType},
+};
 
 /// The largest message: 256 KiB, both ways. Also what our side advertises as
 /// `a=max-message-size` (Chromium refuses to send more than the remote advertises).
@@ -61,6 +64,13 @@ async fn we_offer_chromium_answers() {
 
 /// Chromium offers its (fake) camera and microphone; we answer and count the RTP packets of
 /// each remote track.
+/// ICE-TCP with a browser: our offer carries TCP candidates only, Chromium connects to the
+/// passive one and every message of the exchange travels framed over TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn we_offer_tcp_candidates_only_chromium_connects_over_tcp() {
+    run("chromium answers over ICE-TCP", Role::AnswererOverTcp).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_sends_audio_and_video() {
     run("chromium sends media", Role::MediaSender).await;
@@ -90,13 +100,16 @@ async fn chromium_sends_simulcast() {
     run("chromium sends simulcast", Role::SimulcastSender).await;
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
     SimulcastSender,
     Offerer,
     OffererWithVideo,
     OffererRelayOnly,
     Answerer,
+    /// We offer only ICE-TCP candidates (no UDP): Chromium's active TCP candidate connects
+    /// to our passive one.
+    AnswererOverTcp,
     MediaSender,
     MediaReceiver,
 }
@@ -306,7 +319,11 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
         Role::SimulcastSender => return simulcast_scenario(browser).await,
         Role::MediaSender => return media_scenario(browser).await,
         Role::MediaReceiver => return send_media_scenario(browser).await,
-        Role::Offerer | Role::OffererWithVideo | Role::OffererRelayOnly | Role::Answerer => {}
+        Role::Offerer
+        | Role::OffererWithVideo
+        | Role::OffererRelayOnly
+        | Role::Answerer
+        | Role::AnswererOverTcp => {}
     }
     // Chromium's only ICE server in the relay-only case; killed (by PID) when dropped.
     let turn = match role {
@@ -318,7 +335,17 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
     };
     let script = Script { big: BIG };
     let signaling_started = Instant::now();
-    let pc = interop::our_peer(BIG as u32).await;
+    let pc = match role {
+        Role::AnswererOverTcp => PeerConnection::builder()
+            .bind(["127.0.0.1:0".parse().unwrap()])
+            .setting_engine(interop::setting_engine(BIG as u32))
+            .ice_tcp(true)
+            .ice_udp(false)
+            .build()
+            .await
+            .map_err(|e| e.to_string())?,
+        _ => interop::our_peer(BIG as u32).await,
+    };
     let mut incoming = pc.data_channels();
     let ours;
     let browser_sdp;
@@ -347,7 +374,7 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
                 .map_err(|e| e.to_string())?;
             browser.call("acceptAnswer", json!([answer])).await?;
         }
-        Role::Answerer => {
+        Role::Answerer | Role::AnswererOverTcp => {
             ours = pc
                 .create_data_channel("from-rust", Default::default())
                 .await
@@ -405,6 +432,22 @@ async fn scenario(browser: &Browser, role: Role) -> Result<String, String> {
                     .filter(|l| l.starts_with("a=candidate"))
                     .collect::<Vec<_>>()
             ));
+        }
+    }
+
+    if role == Role::AnswererOverTcp {
+        let pair = report["pair"].as_str().unwrap_or_default();
+        let over_tcp = pair.split(" -> ").all(|end| end.ends_with(" tcp"));
+        if !over_tcp {
+            return Err(format!("ICE-TCP only, but chromium's pair is {pair:?}"));
+        }
+        let ours = pc
+            .selected_candidate_pair()
+            .await
+            .map_err(|e| e.to_string())?;
+        let ours = ours.ok_or("no selected pair on our side")?;
+        if ours.local().tcp_type != RTCIceTcpCandidateType::Passive {
+            return Err(format!("our end is not the passive candidate: {ours}"));
         }
     }
 

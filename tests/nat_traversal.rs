@@ -617,9 +617,7 @@ async fn ice_tcp_case() {
                 .ice_tcp(true)
         })
         .await;
-    let client = rt_a
-        .peer(|| PeerConnection::builder().ice_tcp(true))
-        .await;
+    let client = rt_a.peer(|| PeerConnection::builder().ice_tcp(true)).await;
     let dc = client
         .create_data_channel("setup", RTCDataChannelInit::default())
         .await
@@ -630,13 +628,25 @@ async fn ice_tcp_case() {
     exchange(&client, &server).await;
     let pair = client.selected_candidate_pair().await.unwrap().unwrap();
     assert_eq!(pair.local().protocol, RTCIceProtocol::Tcp, "client: {pair}");
-    assert_eq!(pair.local().tcp_type, RTCIceTcpCandidateType::Active, "client: {pair}");
+    assert_eq!(
+        pair.local().tcp_type,
+        RTCIceTcpCandidateType::Active,
+        "client: {pair}"
+    );
     assert_eq!(pair.remote().address, PEER_IP.to_string(), "client: {pair}");
     let pair = server.selected_candidate_pair().await.unwrap().unwrap();
     assert_eq!(pair.local().protocol, RTCIceProtocol::Tcp, "server: {pair}");
-    assert_eq!(pair.local().tcp_type, RTCIceTcpCandidateType::Passive, "server: {pair}");
+    assert_eq!(
+        pair.local().tcp_type,
+        RTCIceTcpCandidateType::Passive,
+        "server: {pair}"
+    );
     // The server sees the client's router, not the client's private address.
-    assert_eq!(pair.remote().address, net.a.wan_ip.to_string(), "server: {pair}");
+    assert_eq!(
+        pair.remote().address,
+        net.a.wan_ip.to_string(),
+        "server: {pair}"
+    );
     client.close().await.ok();
     server.close().await.ok();
 }

@@ -142,7 +142,8 @@ impl IceTcp {
             frame(&mut c.queued, pending);
             return;
         }
-        let is_active = local.port() == ACTIVE_PORT && self.active.iter().any(|a| a.ip() == local.ip());
+        let is_active =
+            local.port() == ACTIVE_PORT && self.active.iter().any(|a| a.ip() == local.ip());
         if !is_active {
             return;
         }

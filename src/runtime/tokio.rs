@@ -94,9 +94,9 @@ impl Runtime for TokioRuntime {
     fn bind_tcp_listener(&self, addr: SocketAddr) -> io::Result<Box<dyn AsyncTcpListener>> {
         let listener = bind_std_tcp_listener(addr)?;
         let _guard = self.handle.enter();
-        Ok(Box::new(TokioTcpListener(tokio::net::TcpListener::from_std(
-            listener,
-        )?)))
+        Ok(Box::new(TokioTcpListener(
+            tokio::net::TcpListener::from_std(listener)?,
+        )))
     }
 }
 
