@@ -100,6 +100,40 @@ impl UdpMux {
         })
     }
 
+    /// Also listens for ICE-TCP on the same addresses and port (TCP), for the connections on
+    /// the mux that gather TCP candidates
+    /// ([`PeerConnectionBuilder::ice_tcp`](crate::PeerConnectionBuilder::ice_tcp)): their
+    /// passive candidates all share these listeners. An accepted connection goes to the
+    /// connection its first frame names — a Binding request whose `USERNAME` and
+    /// `MESSAGE-INTEGRITY` verify with that connection's ICE credentials — and is closed if it
+    /// sends no such frame within 10 s. (Without this, each connection gathering TCP
+    /// candidates listens on a port of its own.)
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// use webrtc_streams::{PeerConnection, UdpMux};
+    ///
+    /// // UDP and TCP on port 3478, for every client.
+    /// let mux = UdpMux::bind("0.0.0.0:3478".parse().unwrap())?.with_ice_tcp()?;
+    /// let pc = PeerConnection::builder().udp_mux(&mux).ice_tcp(true).build().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a TCP port cannot be bound (e.g. it is taken), including
+    /// `Unsupported` for a runtime without TCP listeners.
+    pub fn with_ice_tcp(self) -> Result<Self> {
+        let listeners = self
+            .shared
+            .addrs()
+            .into_iter()
+            .map(|a| self.runtime.bind_tcp_listener(a))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        self.shared.set_tcp(listeners);
+        Ok(self)
+    }
+
     /// The addresses of the shared sockets (the host candidates of its connections).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.shared.addrs()

@@ -1353,7 +1353,20 @@ impl PeerConnectionBuilder {
         // core knows the socket by, the listener's port) and an active candidate.
         let mut tcp_listeners = Vec::new();
         let mut tcp_active = Vec::new();
-        if self.ice_tcp {
+        let mux_tcp = match (&membership, self.ice_tcp) {
+            (Some(m), true) => m.tcp_listeners(),
+            _ => None,
+        };
+        if let Some(shared) = mux_tcp {
+            // The mux's listeners, shared with every connection on it.
+            for ((listener, real), s) in shared.into_iter().zip(&sockets) {
+                tcp_listeners.push(tcp::Listener {
+                    listener,
+                    addr: SocketAddr::new(s.addr.ip(), real.port()),
+                });
+                tcp_active.push(SocketAddr::new(s.addr.ip(), tcp::ACTIVE_PORT));
+            }
+        } else if self.ice_tcp {
             for s in &sockets {
                 let real = s.sock.local_addr()?;
                 let listener = runtime.bind_tcp_listener(SocketAddr::new(real.ip(), 0))?;

@@ -282,3 +282,81 @@ async fn a_bad_1to1_mapping_is_a_typed_error() {
         .unwrap();
     assert!(pc.local_addrs()[0].ip().is_loopback());
 }
+
+/// ICE-TCP through the mux: every connection's passive candidate is the mux's one TCP
+/// listener (same port as UDP); clients that gather only TCP candidates connect to it, each
+/// reaching its own connection, and a stranger's TCP connection is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_clients_share_the_mux_listener() {
+    use webrtc_streams::rtc::peer_connection::transport::{RTCIceProtocol, RTCIceTcpCandidateType};
+    init_log();
+    const TCP_CLIENTS: usize = 4;
+    let mux = UdpMux::bind("127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .with_ice_tcp()
+        .expect("TCP listener");
+    let port = mux.local_addrs()[0].port();
+    let tcp_pair = |n: usize| {
+        let mux = mux.clone();
+        async move {
+            let only_tcp = || {
+                PeerConnection::builder()
+                    .bind(["127.0.0.1:0".parse().unwrap()])
+                    .ice_tcp(true)
+                    .ice_udp(false)
+            };
+            let client = only_tcp().build().await.unwrap();
+            let server = PeerConnection::builder()
+                .udp_mux(&mux)
+                .ice_tcp(true)
+                .ice_udp(false)
+                .build()
+                .await
+                .unwrap();
+            let mut incoming = server.data_channels();
+            let tx = client
+                .create_data_channel(&format!("pair-{n}"), Default::default())
+                .await
+                .unwrap();
+            negotiate(&client, &server).await;
+            let sdp = server.local_description().await.unwrap().unwrap().sdp;
+            assert!(
+                sdp.contains(&format!("127.0.0.1 {port} typ host tcptype passive")),
+                "{sdp}"
+            );
+            let rx = within("server channel", incoming.next()).await.unwrap();
+            within("open", tx.opened()).await.unwrap();
+            Pair {
+                client,
+                server,
+                tx,
+                rx,
+            }
+        }
+    };
+    // A stranger connects first and sends a frame that is no Binding request for anyone.
+    let mut stranger = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    use std::io::Write;
+    stranger.write_all(&[0, 4, 0x16, 0xfe, 0xfd, 0]).unwrap();
+    let pairs = join_all((0..TCP_CLIENTS).map(tcp_pair)).await;
+    for p in &pairs {
+        let selected = p.server.selected_candidate_pair().await.unwrap().unwrap();
+        assert_eq!(selected.local().protocol, RTCIceProtocol::Tcp, "{selected}");
+        assert_eq!(
+            selected.local().tcp_type,
+            RTCIceTcpCandidateType::Passive,
+            "{selected}"
+        );
+        assert_eq!(selected.local().port, port, "{selected}");
+    }
+    join_all(pairs.iter().enumerate().map(|(n, p)| exchange(p, n, 0))).await;
+    // The stranger's frame was read and belonged to nobody.
+    assert!(mux.stats().unrouted >= 1, "{:?}", mux.stats());
+    drop(pairs);
+    within("every connection left", async {
+        while mux.stats().connections != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}

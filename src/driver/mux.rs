@@ -33,6 +33,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll, Waker},
+    time::{Duration, Instant},
 };
 
 use rtc::{
@@ -44,7 +45,10 @@ use rtc::{
     },
 };
 
-use crate::{runtime::AsyncUdpSocket, sync::lock};
+use crate::{
+    runtime::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket},
+    sync::lock,
+};
 
 /// Datagrams and bytes waiting in one member's inbox for one socket; beyond them the newest
 /// are dropped (UDP semantics: the member's reader is not keeping up).
@@ -81,6 +85,30 @@ pub(crate) struct MuxShared {
     crypto: Option<Arc<dyn RTCCryptoProvider>>,
     next_id: AtomicU64,
     state: Mutex<State>,
+    /// The ICE-TCP listeners, if the mux has them (see [`MuxShared::set_tcp`]).
+    tcp: Mutex<Option<TcpState>>,
+}
+
+/// Connections accepted on the mux's TCP listeners and not yet routed, at most.
+const TCP_PENDING: usize = 64;
+/// How long an accepted connection may take to send its first (STUN) frame.
+const TCP_FIRST_FRAME_TIME: Duration = Duration::from_secs(10);
+
+/// The shared ICE-TCP listeners: accepted connections wait here until their first frame, a
+/// Binding request, names (and authenticates for) a member.
+struct TcpState {
+    listeners: Vec<Box<dyn AsyncTcpListener>>,
+    pending: Vec<PendingConn>,
+    /// The member whose waker the listeners and pending connections hold.
+    reader: Option<u64>,
+}
+
+struct PendingConn {
+    index: usize,
+    stream: Box<dyn AsyncTcpStream>,
+    peer: SocketAddr,
+    buf: Vec<u8>,
+    since: Instant,
 }
 
 impl fmt::Debug for MuxShared {
@@ -114,6 +142,9 @@ struct SendSlot {
 
 struct Member {
     inboxes: Vec<Inbox>,
+    /// TCP connections routed to this member, per listener, and its accept waker.
+    tcp_inbox: Vec<VecDeque<(Box<dyn AsyncTcpStream>, SocketAddr)>>,
+    tcp_waker: Option<Waker>,
     /// `(ufrag, pwd)`, newest last.
     credentials: Vec<(String, String)>,
     addrs: Vec<SocketAddr>,
@@ -141,7 +172,23 @@ impl MuxShared {
                 senders: (0..n).map(|_| SendSlot::default()).collect(),
                 ..State::default()
             }),
+            tcp: Mutex::new(None),
         })
+    }
+
+    /// Gives the mux one TCP listener per socket (same order), for the passive ICE-TCP
+    /// candidates of its members.
+    pub(crate) fn set_tcp(&self, listeners: Vec<Box<dyn AsyncTcpListener>>) {
+        *lock(&self.tcp) = Some(TcpState {
+            listeners,
+            pending: Vec::new(),
+            reader: None,
+        });
+    }
+
+    /// Whether the mux has TCP listeners.
+    pub(crate) fn has_tcp(&self) -> bool {
+        lock(&self.tcp).is_some()
     }
 
     /// The addresses of the mux's sockets.
@@ -166,6 +213,8 @@ impl MuxShared {
             id,
             Member {
                 inboxes: (0..self.sockets.len()).map(|_| Inbox::default()).collect(),
+                tcp_inbox: (0..self.sockets.len()).map(|_| VecDeque::new()).collect(),
+                tcp_waker: None,
                 credentials: Vec::new(),
                 addrs: Vec::new(),
             },
@@ -184,6 +233,31 @@ impl MuxShared {
             })
             .collect();
         (membership, sockets)
+    }
+}
+
+impl Membership {
+    /// The member's view of the mux's TCP listeners (one per socket), if the mux has them.
+    pub(crate) fn tcp_listeners(
+        self: &Arc<Self>,
+    ) -> Option<Vec<(Box<dyn AsyncTcpListener>, SocketAddr)>> {
+        if !self.shared.has_tcp() {
+            return None;
+        }
+        Some(
+            self.shared
+                .sockets
+                .iter()
+                .enumerate()
+                .map(|(index, (_, addr))| {
+                    let l: Box<dyn AsyncTcpListener> = Box::new(MemberTcpListener {
+                        membership: self.clone(),
+                        index,
+                    });
+                    (l, *addr)
+                })
+                .collect(),
+        )
     }
 }
 
@@ -410,7 +484,198 @@ impl Drop for Membership {
                 }
             }
         }
+        // The TCP listeners may hold this member's waker: another member must accept next.
+        if let Some(tcp) = lock(&self.shared.tcp).as_mut()
+            && tcp.reader == Some(self.id)
+        {
+            tcp.reader = None;
+            let mut st = lock(&self.shared.state);
+            if let Some(w) = st.members.values_mut().find_map(|m| m.tcp_waker.take()) {
+                wake.push(w);
+            }
+        }
         wake.into_iter().for_each(Waker::wake);
+    }
+}
+
+/// A connection's view of one mux TCP listener: yields the connections whose first frame is
+/// an authentic Binding request for this connection's ufrag.
+struct MemberTcpListener {
+    membership: Arc<Membership>,
+    index: usize,
+}
+
+impl fmt::Debug for MemberTcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemberTcpListener")
+            .field("member", &self.membership.id)
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+impl AsyncTcpListener for MemberTcpListener {
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(Box<dyn AsyncTcpStream>, SocketAddr)>> {
+        let shared = &self.membership.shared;
+        let id = self.membership.id;
+        let index = self.index;
+        let take_own = |waker: &Waker| {
+            let mut st = lock(&shared.state);
+            let m = st.members.get_mut(&id)?;
+            match m.tcp_inbox[index].pop_front() {
+                Some(c) => Some(c),
+                None => {
+                    m.tcp_waker = Some(waker.clone());
+                    None
+                }
+            }
+        };
+        if let Some(c) = take_own(cx.waker()) {
+            return Poll::Ready(Ok(c));
+        }
+        let mut wake = Vec::new();
+        {
+            let mut tcp = lock(&shared.tcp);
+            let Some(tcp) = tcp.as_mut() else {
+                return Poll::Pending;
+            };
+            tcp.reader = Some(id);
+            // Accept what waits, on every listener.
+            for (index, l) in tcp.listeners.iter_mut().enumerate() {
+                while let Poll::Ready(r) = l.poll_accept(cx) {
+                    let Ok((stream, peer)) = r else {
+                        break;
+                    };
+                    if tcp.pending.len() >= TCP_PENDING {
+                        tcp.pending.remove(0); // the oldest makes room
+                    }
+                    tcp.pending.push(PendingConn {
+                        index,
+                        stream,
+                        peer,
+                        buf: Vec::new(),
+                        since: Instant::now(),
+                    });
+                }
+            }
+            // Read first frames; route the complete ones.
+            let now = Instant::now();
+            let mut i = 0;
+            while i < tcp.pending.len() {
+                let p = &mut tcp.pending[i];
+                match read_first_frame(cx, p) {
+                    FirstFrame::Waiting if now < p.since + TCP_FIRST_FRAME_TIME => {
+                        i += 1;
+                        continue;
+                    }
+                    FirstFrame::Waiting | FirstFrame::Failed => {
+                        tcp.pending.swap_remove(i);
+                    }
+                    FirstFrame::Complete(len) => {
+                        let p = tcp.pending.swap_remove(i);
+                        let mut st = lock(&shared.state);
+                        let owner =
+                            st.authentic_requester(shared.crypto.as_ref(), &p.buf[2..2 + len]);
+                        match owner.and_then(|o| st.members.get_mut(&o).map(|m| (o, m))) {
+                            Some((_, m)) => {
+                                let stream: Box<dyn AsyncTcpStream> = Box::new(Prefixed {
+                                    prefix: p.buf,
+                                    off: 0,
+                                    inner: p.stream,
+                                });
+                                m.tcp_inbox[p.index].push_back((stream, p.peer));
+                                wake.extend(m.tcp_waker.take());
+                            }
+                            None => st.unrouted += 1,
+                        }
+                    }
+                }
+            }
+        }
+        wake.into_iter().for_each(Waker::wake);
+        match take_own(cx.waker()) {
+            Some(c) => Poll::Ready(Ok(c)),
+            None => Poll::Pending,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.membership.shared.sockets[self.index].1)
+    }
+}
+
+enum FirstFrame {
+    Waiting,
+    Failed,
+    /// The first frame's length (the frame is `buf[2..2 + len]`).
+    Complete(usize),
+}
+
+/// Reads an accepted connection's first RFC 4571 frame into its buffer.
+fn read_first_frame(cx: &mut Context<'_>, p: &mut PendingConn) -> FirstFrame {
+    loop {
+        if p.buf.len() >= 2 {
+            let len = u16::from_be_bytes([p.buf[0], p.buf[1]]) as usize;
+            if stun_class(&p.buf[2..p.buf.len().min(2 + len)]).is_none() && p.buf.len() >= 22 {
+                return FirstFrame::Failed; // not STUN: not ICE
+            }
+            if p.buf.len() >= 2 + len {
+                return FirstFrame::Complete(len);
+            }
+        }
+        let have = p.buf.len();
+        p.buf.resize(have + 2048, 0);
+        match p.stream.poll_read(cx, &mut p.buf[have..]) {
+            Poll::Ready(Ok(n)) if n > 0 => p.buf.truncate(have + n),
+            Poll::Ready(_) => return FirstFrame::Failed,
+            Poll::Pending => {
+                p.buf.truncate(have);
+                return FirstFrame::Waiting;
+            }
+        }
+    }
+}
+
+/// A stream whose first bytes were already read (the first frame): they are read again first.
+#[derive(Debug)]
+struct Prefixed {
+    prefix: Vec<u8>,
+    off: usize,
+    inner: Box<dyn AsyncTcpStream>,
+}
+
+impl AsyncTcpStream for Prefixed {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if self.off < self.prefix.len() {
+            let n = buf.len().min(self.prefix.len() - self.off);
+            buf[..n].copy_from_slice(&self.prefix[self.off..self.off + n]);
+            self.off += n;
+            if self.off == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.off = 0;
+            }
+            return Poll::Ready(Ok(n));
+        }
+        self.inner.poll_read(cx, buf)
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.inner.poll_write(cx, buf)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_shutdown(cx)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.peer_addr()
     }
 }
 
