@@ -3,9 +3,11 @@
 use std::{fmt, net::SocketAddr, sync::Arc};
 
 use crate::{
-    driver::mux::{BoundSocket, Membership, MuxShared},
+    driver::{
+        bind::expand_bind_addresses,
+        mux::{BoundSocket, Membership, MuxShared},
+    },
     error::{Error, Result},
-    peer_connection::expand_bind_addresses,
     runtime::{Runtime, default_runtime},
 };
 

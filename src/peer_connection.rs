@@ -38,6 +38,7 @@ use crate::{
     },
     driver::{
         Driver, DriverConfig, Socket,
+        bind::{BindSpec, expand_bind_addresses},
         media::DeliverRtcp,
         nat::{self, DEFAULT_SERVER_TIMEOUT, NatConfig},
         tcp,
@@ -1306,15 +1307,24 @@ impl PeerConnectionBuilder {
         } else {
             self.bind
         };
+        let spec = BindSpec {
+            addrs: bind,
+            include_loopback: self.include_loopback,
+            port_range: self.port_range.clone(),
+        };
         let mut sockets = Vec::new();
         let mut membership = None;
         let addrs = if self.udp_mux.is_some() {
             Vec::new()
         } else if runtime.uses_os_network() {
-            expand_bind_addresses(&bind, self.include_loopback)?
+            expand_bind_addresses(&spec.addrs, spec.include_loopback)?
         } else {
-            bind
+            spec.addrs.clone()
         };
+        // Interfaces that appear later are bound at the next ICE restart: only for OS
+        // sockets of our own, whose addresses are not rewritten for a 1:1 NAT.
+        let rebind = (self.udp_mux.is_none() && runtime.uses_os_network() && nat_1to1.is_none())
+            .then(|| spec.clone());
         if let Some(mux) = &self.udp_mux {
             let (member, member_sockets) = mux.join();
             membership = Some(member);
@@ -1323,10 +1333,7 @@ impl PeerConnectionBuilder {
             }
         }
         for addr in addrs {
-            let sock = match &self.port_range {
-                Some(ports) if addr.port() == 0 => bind_in_range(&*runtime, addr, ports)?,
-                _ => runtime.bind_udp(addr)?,
-            };
+            let sock = spec.bind_one(&*runtime, addr)?;
             let addr = sock.local_addr()?;
             sockets.push(Socket { sock, addr });
         }
@@ -1465,6 +1472,7 @@ impl PeerConnectionBuilder {
                 tcp_listeners,
                 tcp_active,
                 udp_host: self.ice_udp,
+                rebind,
             },
         );
         let inner = Arc::new(ConnHandle {
@@ -1495,39 +1503,6 @@ impl PeerConnectionBuilder {
     }
 }
 
-/// Turns the configured bind addresses into concrete ones: unspecified addresses expand to the
-/// machine's interface addresses of the same family.
-/// Binds `addr`'s IP to the first free port of `ports`, trying them from a start that varies
-/// from call to call.
-fn bind_in_range(
-    runtime: &dyn Runtime,
-    addr: SocketAddr,
-    ports: &RangeInclusive<u16>,
-) -> Result<Arc<dyn crate::runtime::AsyncUdpSocket>> {
-    let (start, end) = ((*ports.start()).max(1), *ports.end());
-    let exhausted = || Error::PortRangeExhausted {
-        start: *ports.start(),
-        end,
-    };
-    if start > end {
-        return Err(exhausted());
-    }
-    let len = u32::from(end - start) + 1;
-    let offset = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos())
-        % len;
-    for i in 0..len {
-        let port = start + ((offset + i) % len) as u16;
-        match runtime.bind_udp(SocketAddr::new(addr.ip(), port)) {
-            Ok(sock) => return Ok(sock),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(exhausted())
-}
-
 /// Checks the arguments of [`PeerConnectionBuilder::nat_1to1_ips`].
 fn check_nat_1to1(
     ips: &[IpAddr],
@@ -1547,49 +1522,4 @@ fn check_nat_1to1(
         }
     }
     Ok((ips.to_vec(), kind))
-}
-
-pub(crate) fn expand_bind_addresses(
-    bind: &[SocketAddr],
-    include_loopback: bool,
-) -> Result<Vec<SocketAddr>> {
-    let mut out = Vec::new();
-    let mut interfaces: Option<Vec<IpAddr>> = None;
-    for addr in bind {
-        if !addr.ip().is_unspecified() {
-            out.push(*addr);
-            continue;
-        }
-        let ips = match &interfaces {
-            Some(ips) => ips,
-            None => interfaces.insert(interface_addresses()?),
-        };
-        for ip in ips {
-            let usable = ip.is_ipv4() == addr.is_ipv4()
-                && (include_loopback || !ip.is_loopback())
-                && !is_link_local(ip);
-            if usable {
-                out.push(SocketAddr::new(*ip, addr.port()));
-            }
-        }
-    }
-    out.dedup();
-    Ok(out)
-}
-
-fn interface_addresses() -> Result<Vec<IpAddr>> {
-    let mut ips: Vec<IpAddr> = rtc::shared::ifaces::ifaces()?
-        .into_iter()
-        .filter_map(|i| i.addr.map(|a| a.ip()))
-        .collect();
-    ips.sort();
-    ips.dedup();
-    Ok(ips)
-}
-
-fn is_link_local(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
-    }
 }

@@ -655,3 +655,106 @@ async fn ice_tcp_case() {
 async fn udp_blocked_client_reaches_a_public_server_over_ice_tcp() {
     bounded(ice_tcp_case()).await;
 }
+
+/// A device moves to a new network address mid-call (a phone leaving Wi-Fi): an address
+/// appears on the client's interface, and the path from the old one dies. An ICE restart
+/// binds the new address (it did not exist when the connection was built), gathers it, and
+/// the connection carries on over it; every message sent across the switch arrives.
+async fn new_interface_case() {
+    common::init_log();
+    let net = Internet::new(Nat::EndpointIndependent, Nat::EndpointIndependent);
+    let (rt_pub, rt_a) = (NsRuntime::start(&net.public), NsRuntime::start(&net.a.host));
+    let server = rt_pub
+        .peer(|| PeerConnection::builder().bind([SocketAddr::new(PEER_IP.into(), 0)]))
+        .await;
+    let client = rt_a.peer(PeerConnection::builder).await;
+    let old_ip = net.a.host_ip.to_string();
+    assert_eq!(client.local_addrs().len(), 1);
+    let mut incoming = server.data_channels();
+    let dc = client
+        .create_data_channel("moving", RTCDataChannelInit::default())
+        .await
+        .expect("channel");
+    negotiate_trickle(&client, &server).await;
+    tokio::join!(connected(&client), connected(&server));
+    within("open", dc.opened()).await.expect("open");
+    let rx = within("server channel", incoming.next()).await.unwrap();
+    let mut received = rx.messages();
+    let send = |i: u32| dc.send(Bytes::from(format!("message {i}")));
+    for i in 0..10 {
+        within("send before", send(i)).await.unwrap();
+    }
+
+    // The new address appears; the old one's path dies at the router, both ways.
+    let new_ip = "10.1.0.3";
+    net.ip(&[
+        "-n",
+        &net.a.host,
+        "addr",
+        "add",
+        &format!("{new_ip}/24"),
+        "dev",
+        "eth0",
+    ])
+    .unwrap();
+    net.nft(
+        &net.a.router,
+        &format!(
+            "insert rule ip filter forward ip saddr {old_ip} drop\n\
+             insert rule ip filter forward ip daddr {old_ip} drop\n"
+        ),
+    )
+    .unwrap();
+    // Messages sent while the path is dead wait in SCTP and arrive after the restart.
+    for i in 10..20 {
+        within("send during", send(i)).await.unwrap();
+    }
+
+    let from_client = client.ice_candidates();
+    let from_server = server.ice_candidates();
+    client.restart_ice().await.expect("restart");
+    let offer = client.create_offer().await.unwrap();
+    client.set_local_description(offer.clone()).await.unwrap();
+    server.set_remote_description(offer).await.unwrap();
+    let answer = server.create_answer().await.unwrap();
+    server.set_local_description(answer.clone()).await.unwrap();
+    client.set_remote_description(answer).await.unwrap();
+    let trickled = within(
+        "trickling after the restart",
+        futures::future::join(
+            async {
+                let mut from = from_client;
+                let mut seen = Vec::new();
+                while let Some(Some(c)) = from.next().await {
+                    seen.push(c.candidate.clone());
+                    server.add_ice_candidate(c).await.expect("add at server");
+                }
+                seen
+            },
+            forward(from_server, &client),
+        ),
+    )
+    .await
+    .0;
+    let sdp = client.local_description().await.unwrap().unwrap().sdp;
+    assert!(
+        sdp.contains(&format!(" {new_ip} ")) || trickled.iter().any(|c| c.contains(new_ip)),
+        "the new address was not gathered: {trickled:?}\n{sdp}"
+    );
+    for i in 20..30 {
+        within("send after", send(i)).await.unwrap();
+    }
+    for i in 0..30 {
+        let m = within("receive", received.next()).await.expect("messages");
+        assert_eq!(m.data, format!("message {i}").as_bytes());
+    }
+    let pair = client.selected_candidate_pair().await.unwrap().unwrap();
+    assert_eq!(pair.local().address, new_ip, "client: {pair}");
+    client.close().await.ok();
+    server.close().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_moves_the_call_to_an_address_that_appeared_after_build() {
+    bounded(new_interface_case()).await;
+}

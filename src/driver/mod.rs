@@ -13,6 +13,7 @@
 //! bounded: after [`ITERATIONS_PER_POLL`] rounds it yields to the executor and asks to be
 //! polled again.
 
+pub(crate) mod bind;
 mod channels;
 mod ice;
 pub(crate) mod ingress;
@@ -96,6 +97,9 @@ pub(crate) struct DriverConfig {
     pub(crate) tcp_active: Vec<std::net::SocketAddr>,
     /// Whether UDP host candidates are gathered.
     pub(crate) udp_host: bool,
+    /// What to bind again at an ICE restart (interfaces that appeared since); `None` for
+    /// a mux's sockets, simulated ones, or addresses rewritten for a 1:1 NAT.
+    pub(crate) rebind: Option<bind::BindSpec>,
 }
 
 /// The driver future. Completes when the connection is closed.
@@ -165,6 +169,7 @@ impl Driver {
             config.mux,
             tcp::IceTcp::new(config.tcp_listeners, config.tcp_active),
             runtime.clone(),
+            config.rebind,
         );
         Self {
             core,
@@ -251,6 +256,7 @@ impl Driver {
                 if r.is_ok() && ufrag_before.is_some() && self.local_ufrag() != ufrag_before {
                     debug!("ICE restart: gathering again");
                     self.ice.restarted();
+                    self.io.bind_new_interfaces();
                 }
                 if r.is_ok()
                     && let Some(creds) = self

@@ -12,7 +12,7 @@ use std::{
 };
 
 use bytes::BytesMut;
-use log::{debug, trace};
+use log::{debug, trace, warn};
 use rtc::{
     peer_connection::RTCPeerConnection,
     sansio::Protocol,
@@ -20,8 +20,8 @@ use rtc::{
 };
 
 use super::{
-    ingress::Credentials,
-    ingress::Ingress,
+    bind::{BindSpec, expand_bind_addresses},
+    ingress::{Credentials, Ingress},
     mdns::{self, Mdns},
     mux::Membership,
     nat::Nat,
@@ -81,6 +81,8 @@ pub(super) struct Io {
     /// ICE-TCP candidates and their connections.
     pub(super) tcp: IceTcp,
     runtime: Arc<dyn Runtime>,
+    /// What to bind again at an ICE restart.
+    rebind: Option<BindSpec>,
 }
 
 /// Datagrams gathered for one segmented send.
@@ -91,6 +93,7 @@ struct TxBatch {
 }
 
 impl Io {
+    #[allow(clippy::too_many_arguments)] // each is one part of the connection's I/O
     pub(super) fn new(
         sockets: Vec<Socket>,
         ingress: Ingress,
@@ -99,6 +102,7 @@ impl Io {
         mux: Option<Arc<Membership>>,
         tcp: IceTcp,
         runtime: Arc<dyn Runtime>,
+        rebind: Option<BindSpec>,
     ) -> Self {
         let recv_buffer = sockets
             .iter()
@@ -121,6 +125,43 @@ impl Io {
             mux,
             tcp,
             runtime,
+            rebind,
+        }
+    }
+
+    /// At an ICE restart: binds a socket on every interface address that appeared since the
+    /// sockets were bound (the unspecified bind addresses are expanded again), so that the
+    /// new gathering offers it. Sockets of addresses that went away stay (they just carry
+    /// nothing). Failures are logged: the restart goes on with what is bound.
+    pub(super) fn bind_new_interfaces(&mut self) {
+        let Some(spec) = &self.rebind else {
+            return;
+        };
+        let addrs = match expand_bind_addresses(&spec.addrs, spec.include_loopback) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!("ICE restart: listing interfaces: {e}");
+                return;
+            }
+        };
+        for addr in addrs {
+            let known = self.sockets.iter().any(|s| {
+                s.addr.ip() == addr.ip() && (addr.port() == 0 || s.addr.port() == addr.port())
+            });
+            if known {
+                continue;
+            }
+            match spec.bind_one(&*self.runtime, addr).and_then(|sock| {
+                let addr = sock.local_addr()?;
+                Ok(Socket { sock, addr })
+            }) {
+                Ok(s) => {
+                    debug!("ICE restart: new interface address {}", s.addr);
+                    self.recv_buffer = self.recv_buffer.max(s.sock.recv_buffer_size());
+                    self.sockets.push(s);
+                }
+                Err(e) => warn!("ICE restart: binding {addr}: {e}"),
+            }
         }
     }
 

@@ -262,6 +262,20 @@ impl Internet {
         Ok(())
     }
 
+    /// Runs `ip ARGS`: for changes a test makes to its own namespaces (`-n NS ...`).
+    pub fn ip(&self, args: &[&str]) -> Result<(), String> {
+        ip(args)
+    }
+
+    /// Feeds `rules` to `nft -f -` inside namespace `ns` (one of this internet's).
+    pub fn nft(&self, ns: &str, rules: &str) -> Result<(), String> {
+        assert!(self.created.iter().any(|c| c == ns), "{ns} is not ours");
+        run(
+            Command::new("ip").args(["netns", "exec", ns, "nft", "-f", "-"]),
+            Some(rules),
+        )
+    }
+
     /// Every namespace of this internet.
     pub fn namespaces(&self) -> Vec<String> {
         self.created.clone()
