@@ -28,9 +28,10 @@
 //!   4. receiver: hashes the file it wrote, from disk; if it matches, renames
 //!      `big.iso.part` to `big.iso` and says `{"ok":true}`, else removes the partial file and
 //!      says `{"ok":false,...}` (a second run starts from zero).
-//! * **Resuming**: run both commands again after an interruption (a crash, a kill, a lost
-//!   network): the transfer continues where the receiver's partial file ends, and the final
-//!   hash covers the whole file.
+//! * **Interruptions**: a side that hears nothing from its peer for 9 s (a crash, a kill, a
+//!   lost network) gives up with exit code 1, keeping what it received in the partial file.
+//! * **Resuming**: run both commands again: the transfer continues where the receiver's
+//!   partial file ends, and the final hash covers the whole file.
 //!
 //! The progress bar (`indicatif`) is drawn on a terminal only; either side prints one summary
 //! line at the end. `--rate BYTES_PER_SECOND` caps the sender's rate. Exit codes: 0 done,
@@ -53,7 +54,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 use webrtc_streams::{
-    PeerConnection,
+    PeerConnection, PeerConnectionBuilder,
     data_channel::RTCDataChannelInit,
     rtc::peer_connection::{
         sdp::{RTCSdpType, RTCSessionDescription},
@@ -74,6 +75,8 @@ Usage: file-transfer send FILE --to ADDR:PORT [--ice-bind IP] [--rate BYTES_PER_
 
 /// Bound on the rendezvous and on the connection coming up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A peer silent for this long is gone: the transfer stops (and can be resumed).
+const PEER_GONE: Duration = Duration::from_secs(9);
 /// Bound on one protocol line (they are a few dozen bytes).
 const MAX_LINE: u64 = 4096;
 /// The sender reads and writes the file in pieces of this size.
@@ -446,8 +449,18 @@ async fn receive(dir: &Path, listener: TcpListener, ice_ip: IpAddr) -> Result<St
 
 /// A connection with one UDP socket on `ice_ip`, which closes itself if it fails.
 async fn connection(ice_ip: IpAddr) -> Result<PeerConnection, String> {
+    // A peer that stays silent for PEER_GONE is gone (ICE `Failed`): the other side stops
+    // instead of waiting for ICE's default 30 s.
+    let settings = PeerConnectionBuilder::default_settings()
+        .with_ice_timeouts(
+            Some(PEER_GONE / 3),
+            Some(PEER_GONE),
+            Some(Duration::from_secs(1)),
+        )
+        .build();
     let pc = PeerConnection::builder()
         .bind([SocketAddr::new(ice_ip, 0)])
+        .setting_engine(settings)
         .build()
         .await
         .map_err(|e| e.to_string())?;

@@ -5,9 +5,10 @@
 //! a transfer on purpose).
 //!
 //! - a multi-MiB random file arrives byte-identical;
-//! - resume: a rate-limited transfer is killed (both processes) once the receiver holds part
-//!   of the file; a second run continues from the receiver's partial file, not from zero,
-//!   and the file arrives byte-identical;
+//! - resume: a rate-limited transfer's receiver is killed once it holds part of the file,
+//!   and the sender must give up by itself; a second run continues from the partial file,
+//!   and its sender is killed, and the receiver must give up by itself; a third run
+//!   continues from the longer partial file to the end, and the file is byte-identical;
 //! - a partial file that is not a prefix of the file is detected (hash) and the transfer
 //!   restarts from zero;
 //! - bad arguments exit with code 2.
@@ -56,60 +57,98 @@ fn sends_a_random_file_byte_identical() {
 fn an_interrupted_transfer_resumes_where_it_stopped() {
     let bin = example_binary();
     let dir = scratch("resume");
-    let size = 8 * 1024 * 1024;
-    let src = random_file(&dir.join("big.bin"), size, 2);
+    let size = 8 * 1024 * 1024u64;
+    let src = random_file(&dir.join("big.bin"), size as usize, 2);
     let out = dir.join("out");
     std::fs::create_dir(&out).expect("creating the output directory");
     let part = out.join("big.bin.part");
+    let mib = 1024 * 1024;
 
-    // First run, at 2 MB/s (about 4 s): both processes are killed once the receiver
-    // holds at least 1 MiB.
-    let (mut receiver, addr) = start_receiver(&bin, &out);
-    let mut sender = Proc::spawn(
-        Command::new(&bin)
-            .arg("send")
-            .arg(&src)
-            .args(["--to", &addr, "--rate", "2000000"]),
+    // First run, at 2 MB/s (about 4 s): the receiver is killed once it holds 1 MiB; the
+    // sender must notice by itself (ICE fails) and exit with an error.
+    let (receiver, sender) = interrupted_run(&bin, &src, &out, &part, mib);
+    drop(receiver);
+    let sender = sender.finish();
+    assert_eq!(
+        sender.code,
+        Some(1),
+        "the sender fails on its own: {sender:?}"
     );
-    let deadline = Instant::now() + TRANSFER_LIMIT;
-    loop {
-        let held = std::fs::metadata(&part).map_or(0, |m| m.len());
-        if held >= 1024 * 1024 {
-            break;
-        }
-        if !(sender.running() && receiver.running()) {
-            panic!(
-                "the first run ended before it was interrupted:\nsender: {:?}\nreceiver: {:?}",
-                sender.finish(),
-                receiver.finish()
-            );
-        }
-        assert!(Instant::now() < deadline, "no progress in the first run");
-        thread::sleep(Duration::from_millis(20));
-    }
-    receiver.kill();
-    sender.kill();
-    let held = std::fs::metadata(&part).expect("the partial file").len();
+    let held1 = partial(&part, size);
+
+    // Second run, from the partial file on; the sender is killed once the receiver holds
+    // 1 MiB more, and the receiver must exit with an error by itself.
+    let (receiver, sender) = interrupted_run(&bin, &src, &out, &part, held1 + mib);
+    drop(sender);
+    let receiver = receiver.finish();
+    assert_eq!(
+        receiver.code,
+        Some(1),
+        "the receiver fails on its own: {receiver:?}"
+    );
     assert!(
-        held > 0 && held < size as u64,
-        "partial file of {held} bytes"
+        receiver.stderr.contains("run again to resume"),
+        "{receiver:?}"
     );
-    assert!(!out.join("big.bin").exists(), "no complete file yet");
+    assert!(
+        receiver.stderr.contains(&format!("from byte {held1}")),
+        "the second run resumed at {held1}: {receiver:?}"
+    );
+    let held2 = partial(&part, size);
+    assert!(
+        held2 > held1,
+        "{held2} bytes after the second run, {held1} before"
+    );
 
-    // Second run: from the partial file on.
+    // Third run, from the partial file on, to the end.
     let (sent, received) = transfer(&bin, &src, &out, &[]);
     assert!(
         sent.ok && received.ok,
         "sender: {sent:?}\nreceiver: {received:?}"
     );
-    let resumed = format!("starting at byte {held} of {size}");
+    let resumed = format!("starting at byte {held2} of {size}");
     assert!(sent.stderr.contains(&resumed), "want {resumed:?}: {sent:?}");
     assert!(
-        received.stdout.contains(&format!("(from byte {held})")),
+        received.stdout.contains(&format!("(from byte {held2})")),
         "{received:?}"
     );
     assert_same(&src, &out.join("big.bin"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A transfer at 2 MB/s, interrupted (nothing killed yet) once `part` holds `until` bytes;
+/// returns the receiver and the sender, both still running.
+fn interrupted_run(bin: &Path, src: &Path, out: &Path, part: &Path, until: u64) -> (Proc, Proc) {
+    let (mut receiver, addr) = start_receiver(bin, out);
+    let mut sender = Proc::spawn(
+        Command::new(bin)
+            .arg("send")
+            .arg(src)
+            .args(["--to", &addr, "--rate", "2000000"]),
+    );
+    let deadline = Instant::now() + TRANSFER_LIMIT;
+    loop {
+        if std::fs::metadata(part).map_or(0, |m| m.len()) >= until {
+            return (receiver, sender);
+        }
+        if !(sender.running() && receiver.running()) {
+            panic!(
+                "the run ended before it was interrupted:\nsender: {:?}\nreceiver: {:?}",
+                sender.finish(),
+                receiver.finish()
+            );
+        }
+        assert!(Instant::now() < deadline, "no progress to {until} bytes");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The length of the partial file, which must hold part of the file only.
+fn partial(part: &Path, size: u64) -> u64 {
+    let held = std::fs::metadata(part).expect("the partial file").len();
+    assert!(held > 0 && held < size, "partial file of {held} bytes");
+    assert!(!part.with_extension("").exists(), "no complete file yet");
+    held
 }
 
 #[test]
