@@ -148,7 +148,7 @@ mod sync;
 pub use channel_io::{ByteReader, ByteStream, ByteWriter, MessageSink};
 pub use data_channel::{DataChannel, DataChannelEvent, DataChannelMessage, MessageStream};
 pub use error::{CloseReason, Error, IceServerError, Result};
-pub use event::PeerConnectionEvent;
+pub use event::{IceCandidateEvent, PeerConnectionEvent};
 pub use peer_connection::{DEFAULT_FAILED_TIMEOUT, PeerConnection, PeerConnectionBuilder};
 pub use rtc;
 pub use shared::counters::FilterStats;

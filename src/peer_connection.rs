@@ -32,6 +32,7 @@ use rtc::{
 };
 
 use crate::{
+    IceCandidateEvent,
     data_channel::{
         ChannelRef, ChannelWatch, DEFAULT_HIGH_WATER_MARK, DEFAULT_RECEIVE_BUDGET, DataChannel,
         RTCDataChannelInit,
@@ -358,7 +359,9 @@ impl PeerConnection {
         )
     }
 
-    /// Local ICE candidates to signal to the remote peer; `None` marks the end of candidates.
+    /// Local ICE candidates to signal to the remote peer:
+    /// [`IceCandidateEvent::Candidate`], then [`IceCandidateEvent::Complete`] at the end of
+    /// each gathering.
     ///
     /// Host candidates come first; server-reflexive (STUN) and relayed (TURN) candidates
     /// follow as the configured servers answer. The end of candidates comes once every server
@@ -370,17 +373,27 @@ impl PeerConnection {
     /// [`events`](Self::events) are held for the next subscriber of either (until the
     /// connection is up or a new gathering starts).
     ///
+    /// Nothing is lost silently: a subscriber that falls more than the event capacity
+    /// ([`PeerConnectionBuilder::event_capacity`]) behind receives
+    /// [`IceCandidateEvent::Lagged`] where candidates or end markers were dropped. Then the
+    /// [local description](Self::local_description) still holds every candidate gathered.
+    ///
     /// ```no_run
     /// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
     /// use futures::StreamExt;
+    /// use webrtc_streams::IceCandidateEvent;
     /// pc.set_local_description(pc.create_offer().await?).await?;
     /// let mut candidates = pc.ice_candidates();
-    /// while let Some(Some(candidate)) = candidates.next().await {
-    ///     println!("signal {}", candidate.candidate);
+    /// while let Some(event) = candidates.next().await {
+    ///     match event {
+    ///         IceCandidateEvent::Candidate(c) => println!("signal {}", c.candidate),
+    ///         IceCandidateEvent::Complete => break,
+    ///         _ => { /* Lagged: signal the full local description instead */ }
+    ///     }
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn ice_candidates(&self) -> EventStream<Option<RTCIceCandidateInit>> {
+    pub fn ice_candidates(&self) -> EventStream<IceCandidateEvent> {
         event::ice_candidates(&mut lock(&self.inner.shared.hub))
     }
 
@@ -403,21 +416,47 @@ impl PeerConnection {
     }
 
     /// The connection state: the current one first, then every change.
+    ///
+    /// State streams conflate: a subscriber that fell more than the event capacity
+    /// ([`PeerConnectionBuilder::event_capacity`]) behind skips the changes it can no longer
+    /// get and reads the current state next (the skipped ones are counted in
+    /// [`EventStream::missed`]). So the last state a reader saw is never older than what it
+    /// could have read, and a reader never misses the latest state. The same holds for
+    /// [`signaling_states`](Self::signaling_states),
+    /// [`ice_connection_states`](Self::ice_connection_states),
+    /// [`ice_gathering_states`](Self::ice_gathering_states) and
+    /// [`negotiation_needed`](Self::negotiation_needed).
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) {
+    /// use futures::StreamExt;
+    /// use webrtc_streams::rtc::peer_connection::state::RTCPeerConnectionState;
+    /// let mut states = pc.connection_states();
+    /// while let Some(state) = states.next().await {
+    ///     if state == RTCPeerConnectionState::Connected {
+    ///         break;
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn connection_states(&self) -> EventStream<RTCPeerConnectionState> {
         event::connection_states(&lock(&self.inner.shared.hub))
     }
 
-    /// The signaling state: the current one first, then every change.
+    /// The signaling state: the current one first, then every change (conflating, as
+    /// [`connection_states`](Self::connection_states)).
     pub fn signaling_states(&self) -> EventStream<RTCSignalingState> {
         event::signaling_states(&lock(&self.inner.shared.hub))
     }
 
-    /// The ICE connection state: the current one first, then every change.
+    /// The ICE connection state: the current one first, then every change (conflating, as
+    /// [`connection_states`](Self::connection_states)).
     pub fn ice_connection_states(&self) -> EventStream<RTCIceConnectionState> {
         event::ice_connection_states(&lock(&self.inner.shared.hub))
     }
 
-    /// The ICE gathering state: the current one first, then every change.
+    /// The ICE gathering state: the current one first, then every change (conflating, as
+    /// [`connection_states`](Self::connection_states)).
     pub fn ice_gathering_states(&self) -> EventStream<RTCIceGatheringState> {
         event::ice_gathering_states(&lock(&self.inner.shared.hub))
     }
@@ -622,7 +661,9 @@ impl PeerConnection {
         )
     }
 
-    /// Fires each time a (re)negotiation is needed.
+    /// Fires each time a (re)negotiation is needed. A subscriber that fell behind gets one
+    /// item for all it skipped (conflating, as [`connection_states`](Self::connection_states)):
+    /// one new offer answers them all.
     pub fn negotiation_needed(&self) -> EventStream<()> {
         event::negotiation_needed(&lock(&self.inner.shared.hub))
     }
