@@ -26,6 +26,41 @@ pub(super) struct Ice {
     end_pending: bool,
     /// The last offer or answer the core created, and the fixed text handed out for it.
     created: Option<(String, RTCSessionDescription)>,
+    /// The media sections of the remote description, read once per description (not once
+    /// per candidate: a remote candidate costs the same whatever the description's size).
+    remote_sections: Option<RemoteSections>,
+}
+
+/// What [`check_media_section`] needs of a remote description: the `a=mid` of each media
+/// section, in order. `key` tells the description it was read from.
+struct RemoteSections {
+    key: (RTCSdpType, usize),
+    mids: Vec<Option<String>>,
+}
+
+impl RemoteSections {
+    fn key(remote: &RTCSessionDescription) -> (RTCSdpType, usize) {
+        (remote.sdp_type, remote.sdp.len())
+    }
+
+    /// Reads the mids of `remote`'s media sections (the first `a=mid` of each, as the core
+    /// reads them).
+    fn read(remote: &RTCSessionDescription) -> Self {
+        let mut mids: Vec<Option<String>> = Vec::new();
+        for line in remote.sdp.lines().map(str::trim_end) {
+            if line.starts_with("m=") {
+                mids.push(None);
+            } else if let Some(mid) = line.strip_prefix("a=mid:")
+                && let Some(slot @ None) = mids.last_mut()
+            {
+                *slot = Some(mid.trim().to_owned());
+            }
+        }
+        Self {
+            key: Self::key(remote),
+            mids,
+        }
+    }
 }
 
 impl Ice {
@@ -68,13 +103,23 @@ impl Ice {
             self.early_candidates.push(candidate);
             return Ok(());
         };
-        check_media_section(&candidate, remote)?;
+        if self
+            .remote_sections
+            .as_ref()
+            .is_none_or(|s| s.key != RemoteSections::key(remote))
+        {
+            self.remote_sections = Some(RemoteSections::read(remote));
+        }
+        if let Some(sections) = &self.remote_sections {
+            check_media_section(&candidate, sections)?;
+        }
         core.add_remote_candidate(candidate)
             .map_err(|e| Error::InvalidCandidate(e.into()))
     }
 
     /// The remote description is set: adds the candidates that came before it.
     pub(super) fn remote_description_set(&mut self, core: &mut RTCPeerConnection) {
+        self.remote_sections = None; // read again, from the new one
         for c in std::mem::take(&mut self.early_candidates) {
             if let Err(e) = self.add_remote(core, c) {
                 warn!("early remote candidate rejected: {e}");
@@ -137,28 +182,22 @@ impl Ice {
     }
 }
 
-/// Rejects a candidate whose `sdpMid` / `sdpMLineIndex` names no media section of `remote`.
-fn check_media_section(c: &RTCIceCandidateInit, remote: &RTCSessionDescription) -> Result<()> {
+/// Rejects a candidate whose `sdpMid` / `sdpMLineIndex` names no media section of the
+/// remote description (read into `sections`).
+fn check_media_section(c: &RTCIceCandidateInit, sections: &RemoteSections) -> Result<()> {
     if c.candidate.trim_start_matches("candidate:").is_empty() {
         return Ok(());
     }
-    let parsed = remote
-        .unmarshal()
-        .map_err(|e| Error::InvalidSessionDescription(e.into()))?;
-    let medias = &parsed.media_descriptions;
     let unknown = || Error::UnknownMediaSection {
         mid: c.sdp_mid.clone(),
         mline_index: c.sdp_mline_index,
     };
     if let Some(mid) = c.sdp_mid.as_deref().filter(|m| !m.is_empty()) {
-        let found = medias
-            .iter()
-            .any(|m| m.attribute("mid").flatten() == Some(mid));
-        if !found {
+        if !sections.mids.iter().flatten().any(|m| m == mid) {
             return Err(unknown());
         }
     } else if let Some(i) = c.sdp_mline_index
-        && usize::from(i) >= medias.len()
+        && usize::from(i) >= sections.mids.len()
     {
         return Err(unknown());
     }
