@@ -149,7 +149,10 @@ pub use channel_io::{ByteReader, ByteStream, ByteWriter, MessageSink};
 pub use data_channel::{DataChannel, DataChannelEvent, DataChannelMessage, MessageStream};
 pub use error::{CloseReason, Error, IceServerError, Result};
 pub use event::{IceCandidateEvent, PeerConnectionEvent};
-pub use peer_connection::{DEFAULT_FAILED_TIMEOUT, PeerConnection, PeerConnectionBuilder};
+pub use peer_connection::{
+    DEFAULT_FAILED_TIMEOUT, MAX_CANDIDATE_SIZE, MAX_SESSION_DESCRIPTION_SIZE, PeerConnection,
+    PeerConnectionBuilder,
+};
 pub use rtc;
 pub use shared::counters::FilterStats;
 pub use stream::EventStream;

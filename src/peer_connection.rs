@@ -224,7 +224,13 @@ impl PeerConnection {
     /// bound socket is announced on [`ice_candidates`](Self::ice_candidates), followed by the
     /// end-of-candidates marker. The first one with new ICE credentials (after an ICE
     /// restart, see [`restart_ice`](Self::restart_ice)) gathers again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSessionDescription`] if the core refuses it,
+    /// [`Error::SessionDescriptionTooLarge`] beyond [`MAX_SESSION_DESCRIPTION_SIZE`].
     pub async fn set_local_description(&self, desc: RTCSessionDescription) -> Result<()> {
+        check_size(&desc)?;
         self.inner
             .request(|reply| Command::SetLocalDescription {
                 desc: Box::new(desc),
@@ -237,9 +243,22 @@ impl PeerConnection {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidSessionDescription`] if it cannot be parsed or applied; the connection
-    /// is unchanged.
+    /// [`Error::InvalidSessionDescription`] if it cannot be parsed or applied, and
+    /// [`Error::SessionDescriptionTooLarge`] beyond [`MAX_SESSION_DESCRIPTION_SIZE`]; the
+    /// connection is unchanged.
+    ///
+    /// Candidates of the description at multicast, broadcast or unspecified addresses are
+    /// left out of it (no connectivity check is sent there; see
+    /// [`Error::UnusableCandidateAddress`]).
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection, sdp: String) -> webrtc_streams::Result<()> {
+    /// use webrtc_streams::rtc::peer_connection::sdp::RTCSessionDescription;
+    /// pc.set_remote_description(RTCSessionDescription::answer(sdp)?).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn set_remote_description(&self, desc: RTCSessionDescription) -> Result<()> {
+        check_size(&desc)?;
         self.inner
             .request(|reply| Command::SetRemoteDescription {
                 desc: Box::new(desc),
@@ -257,8 +276,17 @@ impl PeerConnection {
     /// [`Error::InvalidCandidate`] for a malformed candidate, [`Error::UnknownMediaSection`] for
     /// one naming a media section the remote description does not have,
     /// [`Error::TooManyEarlyCandidates`] beyond 256 candidates added before the remote
-    /// description.
+    /// description, [`Error::UnusableCandidateAddress`] for one at a multicast, broadcast or
+    /// unspecified address, [`Error::TooManyRemoteCandidates`] beyond 1,000 per remote
+    /// description, [`Error::CandidateTooLarge`] beyond [`MAX_CANDIDATE_SIZE`] bytes.
     pub async fn add_ice_candidate(&self, candidate: RTCIceCandidateInit) -> Result<()> {
+        let size = candidate.candidate.len() + candidate.sdp_mid.as_ref().map_or(0, String::len);
+        if size > MAX_CANDIDATE_SIZE {
+            return Err(Error::CandidateTooLarge {
+                size,
+                max: MAX_CANDIDATE_SIZE,
+            });
+        }
         self.inner
             .request(|reply| Command::AddIceCandidate {
                 candidate: Box::new(candidate),
@@ -856,6 +884,36 @@ pub struct PeerConnectionBuilder {
     failed_timeout: Duration,
     tls_roots: Option<Vec<u8>>,
     bridge: Option<Starter>,
+}
+
+/// The largest session description [`PeerConnection::set_remote_description`] and
+/// [`PeerConnection::set_local_description`] accept: 1 MiB, some ten times a description with
+/// a hundred media sections. A larger one is refused unread with
+/// [`Error::SessionDescriptionTooLarge`], so a hostile signaling peer cannot make the
+/// connection parse (and allocate for) an unbounded text.
+///
+/// ```
+/// assert_eq!(webrtc_streams::MAX_SESSION_DESCRIPTION_SIZE, 1 << 20);
+/// ```
+pub const MAX_SESSION_DESCRIPTION_SIZE: usize = 1 << 20;
+
+/// The longest remote ICE candidate [`PeerConnection::add_ice_candidate`] accepts, in bytes
+/// (its `candidate` and `sdpMid` strings together): 4 KiB, ten times a long real one. A
+/// longer one is refused unread with [`Error::CandidateTooLarge`].
+///
+/// ```
+/// assert_eq!(webrtc_streams::MAX_CANDIDATE_SIZE, 4096);
+/// ```
+pub const MAX_CANDIDATE_SIZE: usize = 4096;
+
+fn check_size(desc: &RTCSessionDescription) -> Result<()> {
+    if desc.sdp.len() > MAX_SESSION_DESCRIPTION_SIZE {
+        return Err(Error::SessionDescriptionTooLarge {
+            size: desc.sdp.len(),
+            max: MAX_SESSION_DESCRIPTION_SIZE,
+        });
+    }
+    Ok(())
 }
 
 /// How long a `Failed` connection waits for an ICE restart before it closes (see

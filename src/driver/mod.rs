@@ -254,9 +254,10 @@ impl Driver {
                 let _ = reply.send(r);
             }
             Command::SetRemoteDescription { desc, reply } => {
+                let (desc, candidates) = ice::filter_remote(*desc);
                 let r = self
                     .core
-                    .set_remote_description(now, *desc)
+                    .set_remote_description(now, desc)
                     .map_err(|e| Error::InvalidSessionDescription(e.into()));
                 let ok = r.is_ok();
                 let _ = reply.send(r);
@@ -274,12 +275,16 @@ impl Driver {
                     self.media.remote_rejections(&mut self.core, &sdp);
                 }
                 if ok {
-                    self.ice.remote_description_set(&mut self.core);
+                    self.ice.remote_description_set(&mut self.core, candidates);
                     self.media.refresh(&mut self.core);
                     self.media.reconcile(&mut self.core);
                 }
             }
             Command::AddIceCandidate { candidate, reply } => {
+                if let Some(address) = ice::unusable_address(&candidate.candidate) {
+                    let _ = reply.send(Err(Error::UnusableCandidateAddress { address }));
+                    return;
+                }
                 if let Some(addr) = nat::candidate_addr(&candidate.candidate) {
                     // A relay forwards only what its permissions allow.
                     self.io.nat.add_peer(now, addr);
