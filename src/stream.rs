@@ -16,7 +16,7 @@ use std::{
 
 use futures::Stream;
 
-use crate::sync::lock;
+use crate::sync::{LIVE_SUBSCRIPTIONS, Live, lock};
 
 /// The default number of events a subscriber may fall behind before it starts missing events.
 pub(crate) const DEFAULT_EVENT_CAPACITY: usize = 1024;
@@ -130,6 +130,7 @@ impl<T: Clone> Multicast<T> {
         Receiver {
             ring: self.ring.clone(),
             id,
+            _live: Live::new(&LIVE_SUBSCRIPTIONS),
         }
     }
 
@@ -164,6 +165,7 @@ impl<T> fmt::Debug for Multicast<T> {
 pub(crate) struct Receiver<T> {
     ring: Arc<Mutex<Ring<T>>>,
     id: usize,
+    _live: Live,
 }
 
 impl<T: Clone> Receiver<T> {

@@ -60,7 +60,7 @@ use crate::{
     error::{CloseReason, CoreError, Error},
     runtime::{AsyncTimer, Runtime},
     shared::{Shared, command::Command, hub::Raw},
-    sync::lock,
+    sync::{LIVE_DRIVERS, Live, lock},
 };
 
 /// Rounds of input + drain per wake-up before yielding to the executor.
@@ -118,6 +118,7 @@ pub(crate) struct Driver {
     /// The SCTP association has been up (so its end is the peer's doing).
     sctp_was_up: bool,
     finished: bool,
+    _live: Live,
 }
 
 impl Driver {
@@ -159,6 +160,7 @@ impl Driver {
             was_connected: false,
             sctp_was_up: false,
             finished: false,
+            _live: Live::new(&LIVE_DRIVERS),
         }
     }
 
