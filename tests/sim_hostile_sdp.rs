@@ -406,3 +406,60 @@ fn a_remote_that_opens_thousands_of_channels_costs_bounded_memory() {
         b.close().await.unwrap();
     });
 }
+
+#[test]
+fn messages_at_the_maximum_size_to_a_reader_that_does_not_read_cost_bounded_memory() {
+    const MESSAGES: usize = 512;
+    run(7, async |h| {
+        let (a, b, dc_a, dc_b) = pair_with_channel(h, "big", Default::default(), LIMIT).await;
+        let max = dc_a.max_message_size().expect("open");
+        println!("maximum message size: {max} bytes");
+        let live0 = alloc::live_bytes();
+        // The sender goes as fast as back-pressure lets it; nobody reads on `b`.
+        let sender = {
+            let dc_a = dc_a.clone();
+            h.spawn(async move {
+                for i in 0..MESSAGES {
+                    dc_a.send(bytes::Bytes::from(vec![i as u8; max]))
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        h.sleep(Duration::from_secs(10)).await;
+        let held = alloc::live_bytes() - live0;
+        println!(
+            "{MESSAGES} messages of {max} bytes ({:.1} MiB) sent to a reader that does not \
+             read: both peers hold {:.2} MiB after 10 s",
+            alloc::mib((MESSAGES * max) as isize),
+            alloc::mib(held)
+        );
+        println!(
+            "  of which: {:.2} MiB in b's inbox (receive budget 2 MiB), {:.2} MiB in a's send \
+             buffer (high-water mark 1 MiB); the rest is in the core (SCTP receive window and \
+             its read backlog, as in tests/back_pressure.rs: up to 256 messages) and in flight",
+            alloc::mib(dc_b.received_amount() as isize),
+            alloc::mib(dc_a.buffered_amount() as isize)
+        );
+        // The receive budget (2 MiB), the sender's high-water mark (1 MiB), the core's read
+        // backlog (256 messages) and SCTP's receive window (1 MiB) bound it, plus 4 MiB of
+        // transport buffers: about 24 MiB with 64 KiB messages, whatever was sent.
+        let bound = (2 << 20) + (1 << 20) + 256 * max as isize + (1 << 20) + (4 << 20);
+        assert!(held < bound, "{held} bytes held (bound {bound})");
+        if MESSAGES * max > bound as usize {
+            assert!(!sender.is_finished(), "the sender was not held back");
+        }
+        // Nothing is lost: every message arrives whole once `b` reads.
+        let mut msgs = dc_b.messages();
+        for i in 0..MESSAGES {
+            let m = within(h, "message", LIMIT, msgs.next())
+                .await
+                .expect("ended");
+            assert_eq!(m.data.len(), max);
+            assert!(m.data.iter().all(|&x| x == i as u8));
+        }
+        within(h, "sender", LIMIT, sender).await;
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    });
+}
