@@ -252,10 +252,15 @@ impl PeerConnection {
     /// [`Error::UnusableCandidateAddress`]).
     ///
     /// ```no_run
-    /// # async fn f(pc: webrtc_streams::PeerConnection, sdp: String) -> webrtc_streams::Result<()> {
-    /// use webrtc_streams::rtc::peer_connection::sdp::RTCSessionDescription;
-    /// pc.set_remote_description(RTCSessionDescription::answer(sdp)?).await?;
-    /// # Ok(()) }
+    /// # async fn f(pc: webrtc_streams::PeerConnection, sdp: String) {
+    /// use webrtc_streams::{Error, rtc::peer_connection::sdp::RTCSessionDescription};
+    /// let answer = RTCSessionDescription::answer(sdp).expect("parsed");
+    /// match pc.set_remote_description(answer).await {
+    ///     Ok(()) => {}
+    ///     Err(Error::SessionDescriptionTooLarge { size, max }) => eprintln!("{size} > {max}"),
+    ///     Err(e) => eprintln!("refused: {e}"),
+    /// }
+    /// # }
     /// ```
     pub async fn set_remote_description(&self, desc: RTCSessionDescription) -> Result<()> {
         check_size(&desc)?;
