@@ -678,6 +678,10 @@ impl PeerConnection {
     /// a connection that gets remote channels should subscribe and drop those it does not
     /// want.
     ///
+    /// A connection keeps at most 4,096 data channels open at once (each costs some
+    /// kilobytes, and SCTP would allow 65,535): a channel the remote peer opens beyond that
+    /// is closed at once and not announced.
+    ///
     /// ```no_run
     /// # async fn f(pc: webrtc_streams::PeerConnection) {
     /// use futures::StreamExt;
