@@ -105,6 +105,41 @@ pub enum Error {
         /// How many are kept.
         max: usize,
     },
+    /// A session description is larger than
+    /// [`MAX_SESSION_DESCRIPTION_SIZE`](crate::MAX_SESSION_DESCRIPTION_SIZE) (it is refused
+    /// unread; the connection is unchanged).
+    #[error("session description of {size} bytes exceeds the maximum of {max} bytes")]
+    SessionDescriptionTooLarge {
+        /// The size of the refused description.
+        size: usize,
+        /// The largest description accepted.
+        max: usize,
+    },
+    /// A remote ICE candidate points at an address no connectivity check may be sent to: a
+    /// multicast, broadcast or unspecified address. It is refused (one in a remote
+    /// description is left out of it).
+    #[error("ICE candidate address {address} is multicast, broadcast or unspecified")]
+    UnusableCandidateAddress {
+        /// The candidate's address.
+        address: std::net::SocketAddr,
+    },
+    /// More remote ICE candidates than are kept for one remote description (1,000; a real
+    /// peer sends a few dozen). The candidate is refused; candidates beyond the bound in a
+    /// remote description are left out of it.
+    #[error("more than {max} remote ICE candidates")]
+    TooManyRemoteCandidates {
+        /// How many are kept.
+        max: usize,
+    },
+    /// A remote ICE candidate is longer than
+    /// [`MAX_CANDIDATE_SIZE`](crate::MAX_CANDIDATE_SIZE) bytes; it is refused unread.
+    #[error("ICE candidate of {size} bytes exceeds the maximum of {max} bytes")]
+    CandidateTooLarge {
+        /// The size of the refused candidate (its `candidate` string).
+        size: usize,
+        /// The largest candidate accepted.
+        max: usize,
+    },
     /// The operation is not valid in the current signaling state, or its arguments are invalid.
     #[error("invalid operation: {0}")]
     InvalidOperation(#[source] CoreError),

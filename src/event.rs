@@ -54,6 +54,68 @@ pub enum PeerConnectionEvent {
     },
 }
 
+/// What [`PeerConnection::ice_candidates`](crate::PeerConnection::ice_candidates) yields: a
+/// local candidate to signal, the end of a gathering, or the sign that this subscriber fell
+/// behind and lost some of them.
+///
+/// ```no_run
+/// # async fn f(pc: webrtc_streams::PeerConnection) {
+/// use futures::StreamExt;
+/// use webrtc_streams::IceCandidateEvent;
+/// let mut candidates = pc.ice_candidates();
+/// while let Some(event) = candidates.next().await {
+///     match event {
+///         IceCandidateEvent::Candidate(c) => println!("signal {}", c.candidate),
+///         IceCandidateEvent::Complete => println!("signal end-of-candidates"),
+///         IceCandidateEvent::Lagged { missed } => {
+///             // Candidates (or an end marker) were lost: fall back to the full local
+///             // description, which holds every candidate gathered so far.
+///             eprintln!("lost {missed} candidate events");
+///         }
+///         _ => {}
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum IceCandidateEvent {
+    /// A local ICE candidate to send to the remote peer.
+    Candidate(RTCIceCandidateInit),
+    /// The current gathering is complete: no more candidates until an ICE restart (signal
+    /// end-of-candidates to the peer).
+    Complete,
+    /// This subscriber fell more than the event capacity behind and lost `missed` items
+    /// (candidates or end markers) at this point of the stream. The local description
+    /// ([`PeerConnection::local_description`](crate::PeerConnection::local_description))
+    /// still holds every candidate gathered so far.
+    Lagged {
+        /// How many items were lost.
+        missed: u64,
+    },
+}
+
+impl IceCandidateEvent {
+    /// The candidate, if this is one.
+    pub fn candidate(&self) -> Option<&RTCIceCandidateInit> {
+        match self {
+            IceCandidateEvent::Candidate(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+impl From<Option<RTCIceCandidateInit>> for IceCandidateEvent {
+    /// `Some` is a candidate, `None` the end of candidates (as in
+    /// [`PeerConnectionEvent::IceCandidate`]).
+    fn from(c: Option<RTCIceCandidateInit>) -> Self {
+        match c {
+            Some(c) => IceCandidateEvent::Candidate(c),
+            None => IceCandidateEvent::Complete,
+        }
+    }
+}
+
 pub(crate) fn events(hub: &mut Hub, conn: Weak<ConnHandle>) -> EventStream<PeerConnectionEvent> {
     let (held, rx) = hub.subscribe_taking(None, |h| &h.all);
     EventStream::with_held(
@@ -64,13 +126,18 @@ pub(crate) fn events(hub: &mut Hub, conn: Weak<ConnHandle>) -> EventStream<PeerC
     )
 }
 
-pub(crate) fn ice_candidates(hub: &mut Hub) -> EventStream<Option<RTCIceCandidateInit>> {
+pub(crate) fn ice_candidates(hub: &mut Hub) -> EventStream<IceCandidateEvent> {
     let (held, rx) = hub.subscribe_taking(Some(Kind::Candidate), |h| &h.candidates);
     let convert = |raw| match raw {
-        Raw::IceCandidate(c) => Some(c),
+        Raw::IceCandidate(c) => Some(IceCandidateEvent::from(c)),
         _ => None,
     };
-    EventStream::with_held(held, rx, convert, None)
+    EventStream::with_held(
+        held,
+        rx,
+        convert,
+        Some(|missed| IceCandidateEvent::Lagged { missed }),
+    )
 }
 
 pub(crate) fn ice_candidate_errors(hub: &Hub) -> EventStream<RTCPeerConnectionIceErrorEvent> {
@@ -81,7 +148,7 @@ pub(crate) fn ice_candidate_errors(hub: &Hub) -> EventStream<RTCPeerConnectionIc
 }
 
 pub(crate) fn connection_states(hub: &Hub) -> EventStream<RTCPeerConnectionState> {
-    EventStream::new(
+    EventStream::conflating(
         Some(hub.states.connection),
         hub.connection.subscribe(),
         |raw| match raw {
@@ -92,7 +159,7 @@ pub(crate) fn connection_states(hub: &Hub) -> EventStream<RTCPeerConnectionState
 }
 
 pub(crate) fn signaling_states(hub: &Hub) -> EventStream<RTCSignalingState> {
-    EventStream::new(
+    EventStream::conflating(
         Some(hub.states.signaling),
         hub.signaling.subscribe(),
         |raw| match raw {
@@ -103,7 +170,7 @@ pub(crate) fn signaling_states(hub: &Hub) -> EventStream<RTCSignalingState> {
 }
 
 pub(crate) fn ice_connection_states(hub: &Hub) -> EventStream<RTCIceConnectionState> {
-    EventStream::new(
+    EventStream::conflating(
         Some(hub.states.ice_connection),
         hub.ice_connection.subscribe(),
         |raw| match raw {
@@ -114,7 +181,7 @@ pub(crate) fn ice_connection_states(hub: &Hub) -> EventStream<RTCIceConnectionSt
 }
 
 pub(crate) fn ice_gathering_states(hub: &Hub) -> EventStream<RTCIceGatheringState> {
-    EventStream::new(
+    EventStream::conflating(
         Some(hub.states.ice_gathering),
         hub.ice_gathering.subscribe(),
         |raw| match raw {
@@ -149,7 +216,7 @@ pub(crate) fn tracks(hub: &mut Hub, conn: Weak<ConnHandle>) -> EventStream<Remot
 }
 
 pub(crate) fn negotiation_needed(hub: &Hub) -> EventStream<()> {
-    EventStream::new(None, hub.negotiation.subscribe(), |raw| match raw {
+    EventStream::conflating(None, hub.negotiation.subscribe(), |raw| match raw {
         Raw::NegotiationNeeded => Some(()),
         _ => None,
     })

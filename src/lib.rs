@@ -146,12 +146,43 @@ pub mod stats;
 pub mod stream;
 mod sync;
 
+/// Counts of live objects in this process, for leak tests. Not a stable API.
+#[doc(hidden)]
+pub mod __live {
+    use std::sync::atomic::Ordering;
+
+    use crate::sync::{LIVE_CHANNELS, LIVE_CONNECTIONS, LIVE_DRIVERS, LIVE_SUBSCRIPTIONS};
+
+    /// Driver futures not yet dropped.
+    pub fn drivers() -> usize {
+        LIVE_DRIVERS.load(Ordering::Relaxed)
+    }
+
+    /// Connections' shared states (alive while a handle, a driver or a stream holds one).
+    pub fn connections() -> usize {
+        LIVE_CONNECTIONS.load(Ordering::Relaxed)
+    }
+
+    /// Data channels' shared states.
+    pub fn channels() -> usize {
+        LIVE_CHANNELS.load(Ordering::Relaxed)
+    }
+
+    /// Subscriptions to event sources (one per stream of events, states, messages, ...).
+    pub fn subscriptions() -> usize {
+        LIVE_SUBSCRIPTIONS.load(Ordering::Relaxed)
+    }
+}
+
 pub use channel_io::{ByteReader, ByteStream, ByteWriter, MessageSink};
 pub use data_channel::{DataChannel, DataChannelEvent, DataChannelMessage, MessageStream};
 pub use error::{CloseReason, Error, IceServerError, Result};
-pub use event::PeerConnectionEvent;
+pub use event::{IceCandidateEvent, PeerConnectionEvent};
 pub use mux::{MuxStats, UdpMux};
-pub use peer_connection::{DEFAULT_FAILED_TIMEOUT, PeerConnection, PeerConnectionBuilder};
+pub use peer_connection::{
+    DEFAULT_FAILED_TIMEOUT, MAX_CANDIDATE_SIZE, MAX_SESSION_DESCRIPTION_SIZE, PeerConnection,
+    PeerConnectionBuilder,
+};
 pub use rtc;
 pub use shared::counters::FilterStats;
 pub use stream::EventStream;

@@ -32,6 +32,7 @@ use rtc::{
 };
 
 use crate::{
+    IceCandidateEvent,
     data_channel::{
         ChannelRef, ChannelWatch, DEFAULT_HIGH_WATER_MARK, DEFAULT_RECEIVE_BUDGET, DataChannel,
         RTCDataChannelInit,
@@ -226,7 +227,13 @@ impl PeerConnection {
     /// bound socket is announced on [`ice_candidates`](Self::ice_candidates), followed by the
     /// end-of-candidates marker. The first one with new ICE credentials (after an ICE
     /// restart, see [`restart_ice`](Self::restart_ice)) gathers again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSessionDescription`] if the core refuses it,
+    /// [`Error::SessionDescriptionTooLarge`] beyond [`MAX_SESSION_DESCRIPTION_SIZE`].
     pub async fn set_local_description(&self, desc: RTCSessionDescription) -> Result<()> {
+        check_size(&desc)?;
         self.inner
             .request(|reply| Command::SetLocalDescription {
                 desc: Box::new(desc),
@@ -239,9 +246,27 @@ impl PeerConnection {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidSessionDescription`] if it cannot be parsed or applied; the connection
-    /// is unchanged.
+    /// [`Error::InvalidSessionDescription`] if it cannot be parsed or applied, and
+    /// [`Error::SessionDescriptionTooLarge`] beyond [`MAX_SESSION_DESCRIPTION_SIZE`]; the
+    /// connection is unchanged.
+    ///
+    /// Candidates of the description at multicast, broadcast or unspecified addresses are
+    /// left out of it (no connectivity check is sent there; see
+    /// [`Error::UnusableCandidateAddress`]).
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection, sdp: String) {
+    /// use webrtc_streams::{Error, rtc::peer_connection::sdp::RTCSessionDescription};
+    /// let answer = RTCSessionDescription::answer(sdp).expect("parsed");
+    /// match pc.set_remote_description(answer).await {
+    ///     Ok(()) => {}
+    ///     Err(Error::SessionDescriptionTooLarge { size, max }) => eprintln!("{size} > {max}"),
+    ///     Err(e) => eprintln!("refused: {e}"),
+    /// }
+    /// # }
+    /// ```
     pub async fn set_remote_description(&self, desc: RTCSessionDescription) -> Result<()> {
+        check_size(&desc)?;
         self.inner
             .request(|reply| Command::SetRemoteDescription {
                 desc: Box::new(desc),
@@ -259,8 +284,17 @@ impl PeerConnection {
     /// [`Error::InvalidCandidate`] for a malformed candidate, [`Error::UnknownMediaSection`] for
     /// one naming a media section the remote description does not have,
     /// [`Error::TooManyEarlyCandidates`] beyond 256 candidates added before the remote
-    /// description.
+    /// description, [`Error::UnusableCandidateAddress`] for one at a multicast, broadcast or
+    /// unspecified address, [`Error::TooManyRemoteCandidates`] beyond 1,000 per remote
+    /// description, [`Error::CandidateTooLarge`] beyond [`MAX_CANDIDATE_SIZE`] bytes.
     pub async fn add_ice_candidate(&self, candidate: RTCIceCandidateInit) -> Result<()> {
+        let size = candidate.candidate.len() + candidate.sdp_mid.as_ref().map_or(0, String::len);
+        if size > MAX_CANDIDATE_SIZE {
+            return Err(Error::CandidateTooLarge {
+                size,
+                max: MAX_CANDIDATE_SIZE,
+            });
+        }
         self.inner
             .request(|reply| Command::AddIceCandidate {
                 candidate: Box::new(candidate),
@@ -361,7 +395,9 @@ impl PeerConnection {
         )
     }
 
-    /// Local ICE candidates to signal to the remote peer; `None` marks the end of candidates.
+    /// Local ICE candidates to signal to the remote peer:
+    /// [`IceCandidateEvent::Candidate`], then [`IceCandidateEvent::Complete`] at the end of
+    /// each gathering.
     ///
     /// Host candidates come first; server-reflexive (STUN) and relayed (TURN) candidates
     /// follow as the configured servers answer. The end of candidates comes once every server
@@ -373,17 +409,27 @@ impl PeerConnection {
     /// [`events`](Self::events) are held for the next subscriber of either (until the
     /// connection is up or a new gathering starts).
     ///
+    /// Nothing is lost silently: a subscriber that falls more than the event capacity
+    /// ([`PeerConnectionBuilder::event_capacity`]) behind receives
+    /// [`IceCandidateEvent::Lagged`] where candidates or end markers were dropped. Then the
+    /// [local description](Self::local_description) still holds every candidate gathered.
+    ///
     /// ```no_run
     /// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
     /// use futures::StreamExt;
+    /// use webrtc_streams::IceCandidateEvent;
     /// pc.set_local_description(pc.create_offer().await?).await?;
     /// let mut candidates = pc.ice_candidates();
-    /// while let Some(Some(candidate)) = candidates.next().await {
-    ///     println!("signal {}", candidate.candidate);
+    /// while let Some(event) = candidates.next().await {
+    ///     match event {
+    ///         IceCandidateEvent::Candidate(c) => println!("signal {}", c.candidate),
+    ///         IceCandidateEvent::Complete => break,
+    ///         _ => { /* Lagged: signal the full local description instead */ }
+    ///     }
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn ice_candidates(&self) -> EventStream<Option<RTCIceCandidateInit>> {
+    pub fn ice_candidates(&self) -> EventStream<IceCandidateEvent> {
         event::ice_candidates(&mut lock(&self.inner.shared.hub))
     }
 
@@ -406,21 +452,47 @@ impl PeerConnection {
     }
 
     /// The connection state: the current one first, then every change.
+    ///
+    /// State streams conflate: a subscriber that fell more than the event capacity
+    /// ([`PeerConnectionBuilder::event_capacity`]) behind skips the changes it can no longer
+    /// get and reads the current state next (the skipped ones are counted in
+    /// [`EventStream::missed`]). So the last state a reader saw is never older than what it
+    /// could have read, and a reader never misses the latest state. The same holds for
+    /// [`signaling_states`](Self::signaling_states),
+    /// [`ice_connection_states`](Self::ice_connection_states),
+    /// [`ice_gathering_states`](Self::ice_gathering_states) and
+    /// [`negotiation_needed`](Self::negotiation_needed).
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) {
+    /// use futures::StreamExt;
+    /// use webrtc_streams::rtc::peer_connection::state::RTCPeerConnectionState;
+    /// let mut states = pc.connection_states();
+    /// while let Some(state) = states.next().await {
+    ///     if state == RTCPeerConnectionState::Connected {
+    ///         break;
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn connection_states(&self) -> EventStream<RTCPeerConnectionState> {
         event::connection_states(&lock(&self.inner.shared.hub))
     }
 
-    /// The signaling state: the current one first, then every change.
+    /// The signaling state: the current one first, then every change (conflating, as
+    /// [`connection_states`](Self::connection_states)).
     pub fn signaling_states(&self) -> EventStream<RTCSignalingState> {
         event::signaling_states(&lock(&self.inner.shared.hub))
     }
 
-    /// The ICE connection state: the current one first, then every change.
+    /// The ICE connection state: the current one first, then every change (conflating, as
+    /// [`connection_states`](Self::connection_states)).
     pub fn ice_connection_states(&self) -> EventStream<RTCIceConnectionState> {
         event::ice_connection_states(&lock(&self.inner.shared.hub))
     }
 
-    /// The ICE gathering state: the current one first, then every change.
+    /// The ICE gathering state: the current one first, then every change (conflating, as
+    /// [`connection_states`](Self::connection_states)).
     pub fn ice_gathering_states(&self) -> EventStream<RTCIceGatheringState> {
         event::ice_gathering_states(&lock(&self.inner.shared.hub))
     }
@@ -609,6 +681,10 @@ impl PeerConnection {
     /// a connection that gets remote channels should subscribe and drop those it does not
     /// want.
     ///
+    /// A connection keeps at most 4,096 data channels open at once (each costs some
+    /// kilobytes, and SCTP would allow 65,535): a channel the remote peer opens beyond that
+    /// is closed at once and not announced.
+    ///
     /// ```no_run
     /// # async fn f(pc: webrtc_streams::PeerConnection) {
     /// use futures::StreamExt;
@@ -625,7 +701,9 @@ impl PeerConnection {
         )
     }
 
-    /// Fires each time a (re)negotiation is needed.
+    /// Fires each time a (re)negotiation is needed. A subscriber that fell behind gets one
+    /// item for all it skipped (conflating, as [`connection_states`](Self::connection_states)):
+    /// one new offer answers them all.
     pub fn negotiation_needed(&self) -> EventStream<()> {
         event::negotiation_needed(&lock(&self.inner.shared.hub))
     }
@@ -822,6 +900,36 @@ pub struct PeerConnectionBuilder {
     ice_tcp: bool,
     ice_udp: bool,
     bridge: Option<Starter>,
+}
+
+/// The largest session description [`PeerConnection::set_remote_description`] and
+/// [`PeerConnection::set_local_description`] accept: 1 MiB, some ten times a description with
+/// a hundred media sections. A larger one is refused unread with
+/// [`Error::SessionDescriptionTooLarge`], so a hostile signaling peer cannot make the
+/// connection parse (and allocate for) an unbounded text.
+///
+/// ```
+/// assert_eq!(webrtc_streams::MAX_SESSION_DESCRIPTION_SIZE, 1 << 20);
+/// ```
+pub const MAX_SESSION_DESCRIPTION_SIZE: usize = 1 << 20;
+
+/// The longest remote ICE candidate [`PeerConnection::add_ice_candidate`] accepts, in bytes
+/// (its `candidate` and `sdpMid` strings together): 4 KiB, ten times a long real one. A
+/// longer one is refused unread with [`Error::CandidateTooLarge`].
+///
+/// ```
+/// assert_eq!(webrtc_streams::MAX_CANDIDATE_SIZE, 4096);
+/// ```
+pub const MAX_CANDIDATE_SIZE: usize = 4096;
+
+fn check_size(desc: &RTCSessionDescription) -> Result<()> {
+    if desc.sdp.len() > MAX_SESSION_DESCRIPTION_SIZE {
+        return Err(Error::SessionDescriptionTooLarge {
+            size: desc.sdp.len(),
+            max: MAX_SESSION_DESCRIPTION_SIZE,
+        });
+    }
+    Ok(())
 }
 
 /// How long a `Failed` connection waits for an ICE restart before it closes (see

@@ -16,7 +16,7 @@ use std::{
 
 use futures::Stream;
 
-use crate::sync::lock;
+use crate::sync::{LIVE_SUBSCRIPTIONS, Live, lock};
 
 /// The default number of events a subscriber may fall behind before it starts missing events.
 pub(crate) const DEFAULT_EVENT_CAPACITY: usize = 1024;
@@ -130,6 +130,7 @@ impl<T: Clone> Multicast<T> {
         Receiver {
             ring: self.ring.clone(),
             id,
+            _live: Live::new(&LIVE_SUBSCRIPTIONS),
         }
     }
 
@@ -164,6 +165,7 @@ impl<T> fmt::Debug for Multicast<T> {
 pub(crate) struct Receiver<T> {
     ring: Arc<Mutex<Ring<T>>>,
     id: usize,
+    _live: Live,
 }
 
 impl<T: Clone> Receiver<T> {
@@ -197,6 +199,20 @@ impl<T: Clone> Receiver<T> {
             sub.waker = Some(cx.waker().clone());
         }
         Poll::Pending
+    }
+
+    /// Skips to the newest queued item and returns it (the subscriber's next read is the
+    /// first item published after it), with how many queued items were skipped before it.
+    fn skip_to_latest(&mut self) -> Option<(T, u64)> {
+        let mut ring = lock(&self.ring);
+        let tail = ring.tail();
+        let head = ring.head;
+        let latest = ring.queue.back().cloned()?;
+        let sub = ring.subscribers[self.id].as_mut()?;
+        let skipped = (tail - 1).saturating_sub(sub.next.max(head));
+        sub.next = tail;
+        ring.trim();
+        Some((latest, skipped))
     }
 }
 
@@ -234,7 +250,20 @@ impl<T> EventStream<T> {
         R: Clone + Send + 'static,
         F: FnMut(R) -> Option<T> + Send + 'static,
     {
-        Self::build(first, Held::default(), rx, convert, None)
+        Self::build(first, Held::default(), rx, convert, Lag::Count)
+    }
+
+    /// Like [`new`](Self::new), but conflating: a subscriber that fell behind skips to the
+    /// newest item (what was skipped is counted in [`missed`](Self::missed)), so for a stream
+    /// of states it never lags behind the current state by more than the queue's capacity and
+    /// always ends up reading the latest one.
+    pub(crate) fn conflating<R, F>(first: Option<T>, rx: Receiver<R>, convert: F) -> Self
+    where
+        T: Send + 'static,
+        R: Clone + Send + 'static,
+        F: FnMut(R) -> Option<T> + Send + 'static,
+    {
+        Self::build(first, Held::default(), rx, convert, Lag::Conflate)
     }
 
     /// Like [`new`](Self::new) (with the lag marker if `lag` is set), but yields the items
@@ -250,6 +279,10 @@ impl<T> EventStream<T> {
         R: Clone + Send + 'static,
         F: FnMut(R) -> Option<T> + Send + 'static,
     {
+        let lag = match lag {
+            Some(marker) => Lag::Marker(marker),
+            None => Lag::Count,
+        };
         Self::build(None, held, rx, convert, lag)
     }
 
@@ -258,7 +291,7 @@ impl<T> EventStream<T> {
         held: Held<R>,
         rx: Receiver<R>,
         convert: F,
-        lag: Option<fn(u64) -> T>,
+        lag: Lag<T>,
     ) -> Self
     where
         T: Send + 'static,
@@ -321,13 +354,23 @@ impl<R> Default for Held<R> {
     }
 }
 
+/// What a stream does when its subscriber fell behind and lost items.
+enum Lag<T> {
+    /// Counts them in [`EventStream::missed`] only.
+    Count,
+    /// Also yields this marker in their place.
+    Marker(fn(u64) -> T),
+    /// Also skips to the newest item (for states: the current one).
+    Conflate,
+}
+
 struct Broadcast<R, T, F> {
     first: Option<T>,
     held: Held<R>,
     rx: Receiver<R>,
     convert: F,
     missed: u64,
-    lag: Option<fn(u64) -> T>,
+    lag: Lag<T>,
 }
 
 impl<R, T, F> Source<T> for Broadcast<R, T, F>
@@ -343,7 +386,7 @@ where
         if self.held.lost > 0 {
             let n = std::mem::take(&mut self.held.lost);
             self.missed += n;
-            if let Some(lag) = self.lag {
+            if let Lag::Marker(lag) = self.lag {
                 return Poll::Ready(Some(lag(n)));
             }
         }
@@ -361,8 +404,17 @@ where
                 }
                 Poll::Ready(Some(Err(n))) => {
                     self.missed += n;
-                    if let Some(lag) = self.lag {
-                        return Poll::Ready(Some(lag(n)));
+                    match self.lag {
+                        Lag::Count => {}
+                        Lag::Marker(lag) => return Poll::Ready(Some(lag(n))),
+                        Lag::Conflate => {
+                            if let Some((raw, skipped)) = self.rx.skip_to_latest() {
+                                self.missed += skipped;
+                                if let Some(item) = (self.convert)(raw) {
+                                    return Poll::Ready(Some(item));
+                                }
+                            }
+                        }
                     }
                 }
                 Poll::Ready(None) => return Poll::Ready(None),
@@ -421,6 +473,30 @@ mod tests {
         m.close();
         assert_eq!(block_on(s.by_ref().collect::<Vec<_>>()), vec![1003, 3, 4]);
         assert_eq!(s.missed(), 3);
+    }
+
+    #[test]
+    fn a_conflating_subscriber_that_fell_behind_skips_to_the_newest_item() {
+        let m = Multicast::<u32>::new(4);
+        let mut s = EventStream::conflating(Some(0), m.subscribe(), Some);
+        assert_eq!(block_on(s.next()), Some(0));
+        for i in 1..=10 {
+            m.publish(i);
+        }
+        assert_eq!(block_on(s.next()), Some(10));
+        assert_eq!(s.missed(), 9);
+        m.publish(11);
+        m.close();
+        assert_eq!(block_on(s.by_ref().collect::<Vec<_>>()), vec![11]);
+        // Not behind: nothing skipped.
+        let m = Multicast::<u32>::new(4);
+        let mut s = EventStream::conflating(None, m.subscribe(), Some);
+        for i in 1..=4 {
+            m.publish(i);
+        }
+        m.close();
+        assert_eq!(block_on(s.by_ref().collect::<Vec<_>>()), vec![1, 2, 3, 4]);
+        assert_eq!(s.missed(), 0);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use common::*;
 use futures::StreamExt;
 use webrtc_streams::{
-    CloseReason, Error, PeerConnectionEvent, rtc::peer_connection::state::RTCPeerConnectionState,
+    CloseReason, Error, IceCandidateEvent, PeerConnectionEvent,
+    rtc::peer_connection::state::RTCPeerConnectionState,
 };
 
 /// Waits until these local channels are open: the remote side acknowledged them, so it has
@@ -180,8 +181,12 @@ async fn candidates_reach_a_subscriber_that_subscribes_after_set_local_descripti
     let mut candidates = a.ice_candidates();
     let mut got = Vec::new();
     within("candidates", async {
-        while let Some(c) = candidates.next().await.expect("candidates ended") {
-            got.push(c);
+        loop {
+            match candidates.next().await.expect("candidates ended") {
+                IceCandidateEvent::Candidate(c) => got.push(c),
+                IceCandidateEvent::Complete => break,
+                other => panic!("{other:?}"),
+            }
         }
     })
     .await;

@@ -18,7 +18,7 @@ use std::{
 use common::{coturn::Coturn, *};
 use futures::StreamExt;
 use webrtc_streams::{
-    Error, IceServerError, PeerConnection, PeerConnectionEvent,
+    Error, IceCandidateEvent, IceServerError, PeerConnection, PeerConnectionEvent,
     rtc::{
         peer_connection::{
             configuration::{RTCConfiguration, RTCConfigurationBuilder},
@@ -75,8 +75,9 @@ async fn gather(pc: &PeerConnection) -> Vec<RTCIceCandidateInit> {
     within("end of candidates", async {
         while let Some(c) = candidates.next().await {
             match c {
-                Some(c) => out.push(c),
-                None => return,
+                IceCandidateEvent::Candidate(c) => out.push(c),
+                IceCandidateEvent::Complete => return,
+                other => panic!("{other:?}"),
             }
         }
         panic!("candidate stream ended")

@@ -15,10 +15,9 @@ use std::{
 use bytes::Bytes;
 use futures::StreamExt;
 use webrtc_streams::{
-    EventStream, PeerConnection,
+    EventStream, IceCandidateEvent, PeerConnection,
     rtc::{
         data_channel::RTCDataChannelInit,
-        peer_connection::transport::RTCIceCandidateInit,
         peer_connection::{
             configuration::{RTCConfigurationBuilder, RTCIceTransportPolicy},
             transport::{RTCIceCandidateType, RTCIceServer},
@@ -90,8 +89,8 @@ async fn selected(pc: &PeerConnection, who: &str) -> Selected {
 }
 
 /// Hands every candidate from `from` to `to` until the end-of-candidates marker.
-async fn forward(mut from: EventStream<Option<RTCIceCandidateInit>>, to: &PeerConnection) {
-    while let Some(Some(c)) = from.next().await {
+async fn forward(mut from: EventStream<IceCandidateEvent>, to: &PeerConnection) {
+    while let Some(IceCandidateEvent::Candidate(c)) = from.next().await {
         to.add_ice_candidate(c).await.expect("add_ice_candidate");
     }
 }
@@ -725,7 +724,7 @@ async fn new_interface_case() {
             async {
                 let mut from = from_client;
                 let mut seen = Vec::new();
-                while let Some(Some(c)) = from.next().await {
+                while let Some(IceCandidateEvent::Candidate(c)) = from.next().await {
                     seen.push(c.candidate.clone());
                     server.add_ice_candidate(c).await.expect("add at server");
                 }

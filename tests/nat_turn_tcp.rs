@@ -14,7 +14,7 @@ use common::{
 };
 use futures::StreamExt;
 use webrtc_streams::{
-    PeerConnection,
+    IceCandidateEvent, PeerConnection,
     rtc::peer_connection::{
         configuration::{RTCIceTransportPolicy, setting_engine::SettingEngineBuilder},
         transport::RTCIceCandidateType,
@@ -165,7 +165,7 @@ async fn wrong_password_over_tcp_reports_401() {
     assert_eq!(error.url, turn.turn_tcp_url());
     // Gathering completes.
     within("gathering", async {
-        while let Some(Some(_)) = candidates.next().await {}
+        while let Some(IceCandidateEvent::Candidate(_)) = candidates.next().await {}
     })
     .await;
 }

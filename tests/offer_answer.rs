@@ -6,7 +6,7 @@ use bytes::Bytes;
 use common::*;
 use futures::StreamExt;
 use webrtc_streams::{
-    PeerConnectionEvent,
+    IceCandidateEvent, PeerConnectionEvent,
     rtc::peer_connection::state::{
         RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
     },
@@ -63,10 +63,10 @@ async fn trickle_ice_with_event_stream() {
     b.set_local_description(answer.clone()).await.unwrap();
     a.set_remote_description(answer).await.unwrap();
     // Forward candidates until each side's end-of-candidates marker.
-    while let Some(Some(c)) = within("cand a", cand_a.next()).await {
+    while let Some(IceCandidateEvent::Candidate(c)) = within("cand a", cand_a.next()).await {
         b.add_ice_candidate(c).await.unwrap();
     }
-    while let Some(Some(c)) = within("cand b", cand_b.next()).await {
+    while let Some(IceCandidateEvent::Candidate(c)) = within("cand b", cand_b.next()).await {
         a.add_ice_candidate(c).await.unwrap();
     }
     within("a connected", connected(&a)).await;

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use sim_common::*;
 use webrtc_streams::{
-    DataChannel, Error, IceServerError, PeerConnection, PeerConnectionBuilder,
+    DataChannel, Error, IceCandidateEvent, IceServerError, PeerConnection, PeerConnectionBuilder,
     rtc::peer_connection::{
         configuration::RTCConfigurationBuilder,
         state::{RTCIceConnectionState, RTCPeerConnectionState},
@@ -112,7 +112,7 @@ fn trickle(sim: &SimHandle, from: &PeerConnection, to: &PeerConnection) -> JoinH
         let mut n = 0;
         while let Some(c) = candidates.next().await {
             n += 1;
-            if let Some(c) = c {
+            if let IceCandidateEvent::Candidate(c) = c {
                 let _ = to.add_ice_candidate(c).await;
             }
         }
@@ -208,7 +208,9 @@ fn dead_path_comes_back(seed: u64, discard: bool) {
             a.set_remote_description(answer).await.unwrap();
             for (from, to) in [(&mut from_a, &b), (&mut from_b, &a)] {
                 let mut hosts = Vec::new();
-                while let Some(c) = within(&h, "trickle", limit, from.next()).await.unwrap() {
+                while let IceCandidateEvent::Candidate(c) =
+                    within(&h, "trickle", limit, from.next()).await.unwrap()
+                {
                     hosts.push(c.candidate.split(' ').nth(4).unwrap().to_owned());
                     to.add_ice_candidate(c).await.unwrap();
                 }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use bytes::BytesMut;
-use log::{debug, trace};
+use log::{debug, trace, warn};
 use rtc::{
     data_channel::{
         RTCDataChannelId, RTCDataChannelInit, RTCDataChannelMessage, RTCDataChannelState,
@@ -33,6 +33,11 @@ use crate::{
 /// locally: its streams end and what was still unsent is lost.
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The most data channels a connection keeps open at once. A channel the remote peer opens
+/// beyond it is closed at once, unannounced (each costs some kilobytes on both sides, and SCTP
+/// allows 65,535), and counted in [`Channels::refused`].
+pub(crate) const MAX_DATA_CHANNELS: usize = 4096;
+
 /// The connection's data channels and what the driver tracks of them.
 pub(super) struct Channels {
     shared: Arc<Shared>,
@@ -54,6 +59,8 @@ pub(super) struct Channels {
     /// A message that did not fit the receive budget; nothing more is read until it is
     /// delivered.
     parked: Option<(RTCDataChannelId, DataChannelMessage)>,
+    /// Remote channels closed at once because [`MAX_DATA_CHANNELS`] were open.
+    refused: u64,
 }
 
 struct Channel {
@@ -76,7 +83,26 @@ impl Channels {
             closed: Vec::new(),
             busy: Vec::new(),
             parked: None,
+            refused: 0,
         }
+    }
+
+    /// Closes remote channel `id` if the connection has [`MAX_DATA_CHANNELS`] already;
+    /// returns whether it did.
+    fn refuse_remote(&mut self, core: &mut RTCPeerConnection, id: RTCDataChannelId) -> bool {
+        if self.map.len() < MAX_DATA_CHANNELS {
+            return false;
+        }
+        if self.refused == 0 {
+            warn!("remote data channels beyond {MAX_DATA_CHANNELS} are closed at once");
+        }
+        self.refused += 1;
+        if let Some(mut dc) = core.data_channel(id)
+            && let Err(e) = dc.close()
+        {
+            debug!("close of refused channel {id}: {e}");
+        }
+        true
     }
 
     fn publish(&self, raw: Raw) {
@@ -244,8 +270,10 @@ impl Channels {
             RTCDataChannelEvent::OnOpen(id) => {
                 // A known id is a local channel (or one already announced); an unknown one was
                 // opened by the remote peer.
-                let (dc, remote) = match self.map.get(&id) {
-                    Some(ch) => (ch.dc.clone(), false),
+                let known = self.map.get(&id).map(|ch| ch.dc.clone());
+                let (dc, remote) = match known {
+                    Some(dc) => (dc, false),
+                    None if self.refuse_remote(core, id) => return,
                     None => match self.register(core, id) {
                         Some(dc) => (dc, true),
                         None => return,
@@ -339,7 +367,11 @@ impl Channels {
             core.data_channel(id)
                 .is_some_and(|d| d.ready_state() == RTCDataChannelState::Open)
         };
-        if !self.map.contains_key(&id) && open_in_core(core) && self.register(core, id).is_some() {
+        if !self.map.contains_key(&id)
+            && open_in_core(core)
+            && !self.refuse_remote(core, id)
+            && self.register(core, id).is_some()
+        {
             // A message overtook the channel's open event: announce the channel now.
             if let Some(ch) = self.map.get(&id) {
                 self.publish(Raw::DataChannel(ch.dc.clone()));

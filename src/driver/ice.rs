@@ -1,8 +1,8 @@
 //! ICE, as the driver drives it: local candidates (gathering) and remote candidates.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use log::warn;
+use log::{debug, warn};
 use rtc::ice::tcp_type::TcpType;
 use rtc::peer_connection::{
     RTCPeerConnection,
@@ -20,6 +20,12 @@ use crate::error::{Error, Result};
 /// few dozen at most).
 pub(crate) const MAX_EARLY_CANDIDATES: usize = 256;
 
+/// Remote candidates kept per remote description (a real peer sends a few dozen; the core's
+/// cost per candidate grows with the number it has, so thousands would take seconds each
+/// round). Beyond it, [`Error::TooManyRemoteCandidates`]; in a description, the rest are
+/// left out.
+pub(crate) const MAX_REMOTE_CANDIDATES: usize = 1_000;
+
 /// ICE state the driver keeps beside the core: remote candidates that came before the remote
 /// description, and whether local candidates were gathered.
 #[derive(Default)]
@@ -33,6 +39,44 @@ pub(super) struct Ice {
     /// A 1:1 NAT's public addresses with their base, announced as server-reflexive
     /// candidates with the host candidates.
     mapped: Vec<(SocketAddr, SocketAddr)>,
+    /// The media sections of the remote description, read once per description (not once
+    /// per candidate: a remote candidate costs the same whatever the description's size).
+    remote_sections: Option<RemoteSections>,
+    /// Remote candidates given to the core since the last remote description (its own
+    /// included).
+    remote_candidates: usize,
+}
+
+/// What [`check_media_section`] needs of a remote description: the `a=mid` of each media
+/// section, in order. `key` tells the description it was read from.
+struct RemoteSections {
+    key: (RTCSdpType, usize),
+    mids: Vec<Option<String>>,
+}
+
+impl RemoteSections {
+    fn key(remote: &RTCSessionDescription) -> (RTCSdpType, usize) {
+        (remote.sdp_type, remote.sdp.len())
+    }
+
+    /// Reads the mids of `remote`'s media sections (the first `a=mid` of each, as the core
+    /// reads them).
+    fn read(remote: &RTCSessionDescription) -> Self {
+        let mut mids: Vec<Option<String>> = Vec::new();
+        for line in remote.sdp.lines().map(str::trim_end) {
+            if line.starts_with("m=") {
+                mids.push(None);
+            } else if let Some(mid) = line.strip_prefix("a=mid:")
+                && let Some(slot @ None) = mids.last_mut()
+            {
+                *slot = Some(mid.trim().to_owned());
+            }
+        }
+        Self {
+            key: Self::key(remote),
+            mids,
+        }
+    }
 }
 
 impl Ice {
@@ -82,13 +126,36 @@ impl Ice {
             self.early_candidates.push(candidate);
             return Ok(());
         };
-        check_media_section(&candidate, remote)?;
+        if self
+            .remote_sections
+            .as_ref()
+            .is_none_or(|s| s.key != RemoteSections::key(remote))
+        {
+            self.remote_sections = Some(RemoteSections::read(remote));
+        }
+        if let Some(sections) = &self.remote_sections {
+            check_media_section(&candidate, sections)?;
+        }
+        if self.remote_candidates >= MAX_REMOTE_CANDIDATES {
+            return Err(Error::TooManyRemoteCandidates {
+                max: MAX_REMOTE_CANDIDATES,
+            });
+        }
         core.add_remote_candidate(candidate)
-            .map_err(|e| Error::InvalidCandidate(e.into()))
+            .map_err(|e| Error::InvalidCandidate(e.into()))?;
+        self.remote_candidates += 1;
+        Ok(())
     }
 
-    /// The remote description is set: adds the candidates that came before it.
-    pub(super) fn remote_description_set(&mut self, core: &mut RTCPeerConnection) {
+    /// The remote description is set, with `candidates` candidates (see
+    /// [`filter_remote`](Self::filter_remote)): adds the candidates that came before it.
+    pub(super) fn remote_description_set(
+        &mut self,
+        core: &mut RTCPeerConnection,
+        candidates: usize,
+    ) {
+        self.remote_sections = None; // read again, from the new one
+        self.remote_candidates = candidates;
         for c in std::mem::take(&mut self.early_candidates) {
             if let Err(e) = self.add_remote(core, c) {
                 warn!("early remote candidate rejected: {e}");
@@ -206,32 +273,88 @@ impl Ice {
     }
 }
 
-/// Rejects a candidate whose `sdpMid` / `sdpMLineIndex` names no media section of `remote`.
-fn check_media_section(c: &RTCIceCandidateInit, remote: &RTCSessionDescription) -> Result<()> {
+/// Rejects a candidate whose `sdpMid` / `sdpMLineIndex` names no media section of the
+/// remote description (read into `sections`).
+fn check_media_section(c: &RTCIceCandidateInit, sections: &RemoteSections) -> Result<()> {
     if c.candidate.trim_start_matches("candidate:").is_empty() {
         return Ok(());
     }
-    let parsed = remote
-        .unmarshal()
-        .map_err(|e| Error::InvalidSessionDescription(e.into()))?;
-    let medias = &parsed.media_descriptions;
     let unknown = || Error::UnknownMediaSection {
         mid: c.sdp_mid.clone(),
         mline_index: c.sdp_mline_index,
     };
     if let Some(mid) = c.sdp_mid.as_deref().filter(|m| !m.is_empty()) {
-        let found = medias
-            .iter()
-            .any(|m| m.attribute("mid").flatten() == Some(mid));
-        if !found {
+        if !sections.mids.iter().flatten().any(|m| m == mid) {
             return Err(unknown());
         }
     } else if let Some(i) = c.sdp_mline_index
-        && usize::from(i) >= medias.len()
+        && usize::from(i) >= sections.mids.len()
     {
         return Err(unknown());
     }
     Ok(())
+}
+
+/// The address of `candidate` (with or without `candidate:`) if no connectivity check may
+/// be sent to it: multicast, broadcast or unspecified (IPv4-mapped IPv6 ones included). A
+/// hostname (mDNS) or a malformed candidate is not this function's concern.
+pub(super) fn unusable_address(candidate: &str) -> Option<SocketAddr> {
+    let mut fields = candidate
+        .trim_start_matches("candidate:")
+        .split_whitespace();
+    let ip: IpAddr = fields.nth(4)?.parse().ok()?;
+    let port: u16 = fields.next()?.parse().ok()?;
+    let v4 = match ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+    };
+    let unusable = ip.is_multicast()
+        || ip.is_unspecified()
+        || v4.is_some_and(|v4| {
+            v4.is_multicast() || v4.is_unspecified() || v4 == Ipv4Addr::BROADCAST
+        });
+    unusable.then_some(SocketAddr::new(ip, port))
+}
+
+/// A remote description without its candidates at [unusable addresses](unusable_address)
+/// and those beyond [`MAX_REMOTE_CANDIDATES`] (unchanged, and not copied, if it has none),
+/// and how many candidates it keeps.
+pub(super) fn filter_remote(mut desc: RTCSessionDescription) -> (RTCSessionDescription, usize) {
+    let candidate = |line: &str| line.trim_end().strip_prefix("a=candidate:").is_some();
+    let unusable = |line: &str| {
+        line.trim_end()
+            .strip_prefix("a=")
+            .filter(|c| c.starts_with("candidate:"))
+            .and_then(unusable_address)
+    };
+    let (mut count, mut dropped) = (0, false);
+    for line in desc.sdp.lines().filter(|l| candidate(l)) {
+        if unusable(line).is_some() || count == MAX_REMOTE_CANDIDATES {
+            dropped = true;
+        } else {
+            count += 1;
+        }
+    }
+    if !dropped {
+        return (desc, count);
+    }
+    let (mut kept, mut count) = (String::with_capacity(desc.sdp.len()), 0);
+    for line in desc.sdp.split_inclusive('\n') {
+        if candidate(line) {
+            if let Some(addr) = unusable(line) {
+                debug!("remote candidate at {addr} left out: unusable address");
+                continue;
+            }
+            if count == MAX_REMOTE_CANDIDATES {
+                debug!("remote candidate left out: more than {MAX_REMOTE_CANDIDATES}");
+                continue;
+            }
+            count += 1;
+        }
+        kept.push_str(line);
+    }
+    desc.sdp = kept;
+    (desc, count)
 }
 
 /// `desc` with [`fix_local_sdp`] applied (unchanged if there is nothing to fix).

@@ -63,7 +63,7 @@ use crate::{
     error::{CloseReason, CoreError, Error},
     runtime::{AsyncTimer, Runtime},
     shared::{Shared, command::Command, hub::Raw},
-    sync::lock,
+    sync::{LIVE_DRIVERS, Live, lock},
 };
 
 /// Rounds of input + drain per wake-up before yielding to the executor.
@@ -136,6 +136,7 @@ pub(crate) struct Driver {
     /// The SCTP association has been up (so its end is the peer's doing).
     sctp_was_up: bool,
     finished: bool,
+    _live: Live,
 }
 
 impl Driver {
@@ -191,6 +192,7 @@ impl Driver {
             was_connected: false,
             sctp_was_up: false,
             finished: false,
+            _live: Live::new(&LIVE_DRIVERS),
         }
     }
 
@@ -292,9 +294,10 @@ impl Driver {
                 let _ = reply.send(r);
             }
             Command::SetRemoteDescription { desc, reply } => {
+                let (desc, candidates) = ice::filter_remote(*desc);
                 let r = self
                     .core
-                    .set_remote_description(now, *desc)
+                    .set_remote_description(now, desc)
                     .map_err(|e| Error::InvalidSessionDescription(e.into()));
                 let ok = r.is_ok();
                 let _ = reply.send(r);
@@ -312,12 +315,16 @@ impl Driver {
                     self.media.remote_rejections(&mut self.core, &sdp);
                 }
                 if ok {
-                    self.ice.remote_description_set(&mut self.core);
+                    self.ice.remote_description_set(&mut self.core, candidates);
                     self.media.refresh(&mut self.core);
                     self.media.reconcile(&mut self.core);
                 }
             }
             Command::AddIceCandidate { candidate, reply } => {
+                if let Some(address) = ice::unusable_address(&candidate.candidate) {
+                    let _ = reply.send(Err(Error::UnusableCandidateAddress { address }));
+                    return;
+                }
                 if let Some(addr) = nat::candidate_addr(&candidate.candidate) {
                     // A relay forwards only what its permissions allow.
                     self.io.nat.add_peer(now, addr);

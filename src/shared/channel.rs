@@ -18,7 +18,7 @@ use rtc::data_channel::{RTCDataChannelId, RTCDataChannelState};
 
 use crate::{
     stream::{EventStream, Multicast},
-    sync::lock,
+    sync::{LIVE_CHANNELS, Live, lock},
 };
 
 /// One message received on a data channel.
@@ -68,6 +68,7 @@ pub enum DataChannelEvent {
 
 /// What the connection and the handles of one channel share.
 pub(crate) struct DcShared {
+    _live: Live,
     pub(crate) id: RTCDataChannelId,
     pub(crate) label: String,
     pub(crate) protocol: String,
@@ -177,6 +178,7 @@ pub(crate) struct DcParams {
 impl DcShared {
     pub(crate) fn new(p: DcParams, driver_waker: Arc<AtomicWaker>) -> Self {
         Self {
+            _live: Live::new(&LIVE_CHANNELS),
             id: p.id,
             label: p.label,
             protocol: p.protocol,

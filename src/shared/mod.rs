@@ -25,7 +25,7 @@ use self::{
 use crate::{
     error::{CloseReason, Error, Result},
     runtime::Runtime,
-    sync::lock,
+    sync::{LIVE_CONNECTIONS, Live, lock},
 };
 
 /// State shared by the driver and every handle.
@@ -38,6 +38,7 @@ pub(crate) struct Shared {
     pub(crate) budget: Arc<ReceiveBudget>,
     /// Why the connection closed, set once by the driver before it stops.
     pub(crate) close_reason: Mutex<Option<CloseReason>>,
+    _live: Live,
 }
 
 impl Shared {
@@ -48,6 +49,7 @@ impl Shared {
             filter,
             budget,
             close_reason: Mutex::new(None),
+            _live: Live::new(&LIVE_CONNECTIONS),
         }
     }
 
