@@ -11,7 +11,7 @@
 //! Chromium rows, `BROWSER_PAIRS=0` to leave them out).
 
 mod common;
-#[path = "../tests/interop/mod.rs"]
+#[path = "../../../tests/interop/mod.rs"]
 mod interop;
 
 use std::time::{Duration, Instant};

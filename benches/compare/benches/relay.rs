@@ -11,9 +11,9 @@ mod common;
 
 // The coturn launcher of the tests, with the namespace helpers it uses (this bench runs
 // coturn on loopback, outside any namespace).
-#[path = "../tests/common/coturn.rs"]
+#[path = "../../../tests/common/coturn.rs"]
 mod coturn;
-#[path = "../tests/common/netns.rs"]
+#[path = "../../../tests/common/netns.rs"]
 mod netns;
 
 use std::time::Instant;

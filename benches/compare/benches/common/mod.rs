@@ -1,8 +1,7 @@
 //! Helpers shared by the benchmarks: pair setup for both libraries, CPU time, statistics.
 #![allow(dead_code)]
 
-#[path = "../../tests/anchor/mod.rs"]
-pub mod anchor;
+pub use webrtc_streams_compare::anchor;
 
 use std::time::Duration;
 

@@ -1,17 +1,17 @@
 //! Interop with the reference Rust stack, `webrtc` 0.21.1: data-channel echo with the
 //! reference as answerer and as offerer, a channel opened from each side, binary and text.
 
-mod anchor;
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;
 
-use anchor::*;
 use bytes::{Bytes, BytesMut};
 use common::*;
 use futures::StreamExt;
 use webrtc::data_channel::DataChannel as AnchorChannel;
 use webrtc_streams::DataChannel;
+use webrtc_streams_compare::anchor::*;
 
 const MESSAGES: usize = 1000;
 

@@ -1,6 +1,5 @@
 //! Glue for the reference implementation, `webrtc` 0.21.1 (handler-based), shared by the
-//! interop tests and the benchmarks (`#[path]`-included there).
-#![allow(dead_code)]
+//! interop tests and the benchmarks of this package.
 
 use std::sync::Arc;
 

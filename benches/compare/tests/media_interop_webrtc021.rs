@@ -3,12 +3,11 @@
 //! opens one RID layer per encoding (it models a simulcast track as one remote track with an
 //! `OnOpen` per layer), and every packet of every layer arrives, tagged with its RID.
 
-mod anchor;
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::{collections::HashMap, time::Duration};
 
-use anchor::*;
 use common::*;
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
 use webrtc_streams::{
@@ -16,6 +15,7 @@ use webrtc_streams::{
     media::LocalTrack,
     rtc::{peer_connection::configuration::media_engine::MIME_TYPE_VP8, rtp},
 };
+use webrtc_streams_compare::anchor::*;
 
 const RIDS: [&str; 3] = ["q", "h", "f"];
 const N: u16 = 100;
