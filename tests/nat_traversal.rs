@@ -244,18 +244,31 @@ async fn peer_with_policy(
 /// hosts cannot reach each other's private addresses, the server-reflexive pair works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_behind_endpoint_independent_nat_connect_over_srflx() {
-    bounded(srflx_case()).await;
+    bounded(srflx_case(false)).await;
 }
 
-async fn srflx_case() {
+/// The same with a TURN server only: its Allocate answers give the server-reflexive
+/// candidates, and the direct pair still beats the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srflx_candidates_come_from_a_turn_server_too() {
+    bounded(srflx_case(true)).await;
+}
+
+/// `via_turn`: only a TURN server is configured; the server-reflexive candidates come from
+/// its Allocate answers (XOR-MAPPED-ADDRESS), as browsers gather them.
+async fn srflx_case(via_turn: bool) {
     common::init_log();
     let net = Internet::new(Nat::EndpointIndependent, Nat::EndpointIndependent);
     let turn = coturn_in_public(&net);
     let (rt_a, rt_b) = (NsRuntime::start(&net.a.host), NsRuntime::start(&net.b.host));
-    let stun = vec![RTCIceServer {
-        urls: vec![turn.stun_url()],
-        ..Default::default()
-    }];
+    let stun = if via_turn {
+        vec![turn.ice_server(&[turn.turn_udp_url()])]
+    } else {
+        vec![RTCIceServer {
+            urls: vec![turn.stun_url()],
+            ..Default::default()
+        }]
+    };
     let a = peer_in(&rt_a, stun.clone()).await;
     let b = peer_in(&rt_b, stun).await;
     let dc = a

@@ -531,10 +531,23 @@ impl Nat {
             },
             message: BytesMut::from(datagram),
         };
+        // A TURN server's Allocate success also says where the request came from (RFC 8656
+        // §7.3: XOR-MAPPED-ADDRESS): a server-reflexive candidate, as browsers gather it,
+        // without a STUN server.
+        let server = self.jobs[i].server;
+        let mapped = (self.servers[server].kind == ServerKind::Turn && !self.relay_only)
+            .then(|| allocate_mapped_address(datagram))
+            .flatten();
         if let Err(e) = self.jobs[i].client.handle_read(msg) {
             debug!("from {peer}: {e}");
         }
         self.collect(now, i);
+        if let Some(mapped) = mapped
+            && matches!(self.jobs[i].state, JobState::Allocated(_))
+            && mapped.is_ipv4() == local.is_ipv4()
+        {
+            self.candidate(server, local, mapped, false);
+        }
         self.sweep();
         true
     }
@@ -991,6 +1004,21 @@ impl Job {
 }
 
 /// The STUN error code in the TURN client's error text ("... (error 401: Unauthorized)").
+/// The XOR-MAPPED-ADDRESS of an Allocate success response, if `datagram` is one.
+fn allocate_mapped_address(datagram: &[u8]) -> Option<SocketAddr> {
+    // Allocate (0x003), success class: message type 0x0103.
+    if datagram.len() < 20 || datagram[..2] != [0x01, 0x03] {
+        return None;
+    }
+    let mut m = Message::new();
+    m.raw = datagram.to_vec();
+    m.decode().ok()?;
+    use rtc::stun::message::Getter;
+    let mut mapped = rtc::stun::xoraddr::XorMappedAddress::default();
+    mapped.get_from(&m).ok()?;
+    Some(SocketAddr::new(mapped.ip, mapped.port))
+}
+
 fn error_code(text: &str) -> Option<u16> {
     let rest = &text[text.find("(error ")? + "(error ".len()..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
