@@ -184,7 +184,7 @@ pub use peer_connection::{
     PeerConnectionBuilder,
 };
 pub use rtc;
-pub use shared::counters::FilterStats;
+pub use shared::counters::{FilterStats, SocketStats};
 pub use stream::EventStream;
 
 mod handler;

@@ -776,6 +776,19 @@ impl PeerConnection {
         self.inner.shared.filter.snapshot()
     }
 
+    /// What the operating system reported on this connection's sockets: failed sends and
+    /// receives, sockets given up (see [`SocketStats`](crate::SocketStats)).
+    ///
+    /// ```no_run
+    /// # fn f(pc: &webrtc_streams::PeerConnection) {
+    /// let s = pc.socket_stats();
+    /// println!("{} sends failed, {} receive errors", s.send_errors, s.receive_errors);
+    /// # }
+    /// ```
+    pub fn socket_stats(&self) -> crate::SocketStats {
+        self.inner.shared.sockets.snapshot()
+    }
+
     /// Bytes of received messages waiting in the inboxes of all this connection's data
     /// channels for their readers. At most the
     /// [receive budget](PeerConnectionBuilder::receive_budget) plus one message.

@@ -171,6 +171,7 @@ impl Driver {
             tcp::IceTcp::new(config.tcp_listeners, config.tcp_active),
             runtime.clone(),
             config.rebind,
+            shared.sockets.clone(),
         );
         Self {
             core,

@@ -12,7 +12,7 @@ use std::{
 };
 
 use bytes::BytesMut;
-use log::{debug, trace, warn};
+use log::{debug, warn};
 use rtc::{
     peer_connection::RTCPeerConnection,
     sansio::Protocol,
@@ -27,8 +27,13 @@ use super::{
     nat::Nat,
     tcp::IceTcp,
 };
-use crate::runtime::{AsyncUdpSocket, Runtime};
+use crate::{
+    runtime::{AsyncUdpSocket, Runtime},
+    shared::counters::SocketCounters,
+};
 
+/// The largest UDP payload (IPv4: 65,535 − 8 − 20): the receive buffer is never smaller.
+const MAX_DATAGRAM: usize = 65_507;
 /// Datagrams read per socket per round.
 const DATAGRAMS_PER_ROUND: usize = 64;
 /// DTLS datagrams kept for replay while ICE is not connected yet, and their total size.
@@ -47,6 +52,37 @@ const MAX_SERVER_OUTBOX: usize = 1024;
 pub(crate) struct Socket {
     pub(crate) sock: Arc<dyn AsyncUdpSocket>,
     pub(crate) addr: SocketAddr,
+}
+
+/// Receives in a row that failed with an error other than a transient network one before
+/// a socket is given up (no longer read: reading it would only spin).
+const FAILED_RECEIVES_IN_A_ROW: u32 = 16;
+
+/// What the driver keeps per socket about its errors.
+#[derive(Debug, Default, Clone, Copy)]
+struct SocketHealth {
+    /// Receives in a row that failed (non-transient errors).
+    failures: u32,
+    /// Given up: no longer read.
+    failed: bool,
+    /// Segmented sends failed: send one datagram at a time from now on.
+    no_segments: bool,
+}
+
+/// Receive errors that say something about the network or a peer, not the socket: ICMP
+/// errors reported on the next receive (RFC 1122), an interrupted call.
+fn is_transient(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        kind,
+        ConnectionRefused
+            | ConnectionReset
+            | HostUnreachable
+            | NetworkUnreachable
+            | NetworkDown
+            | TimedOut
+            | Interrupted
+    )
 }
 
 /// The sockets and what travels through them.
@@ -83,6 +119,12 @@ pub(super) struct Io {
     runtime: Arc<dyn Runtime>,
     /// What to bind again at an ICE restart.
     rebind: Option<BindSpec>,
+    /// Error state per socket (same order as `sockets`).
+    health: Vec<SocketHealth>,
+    /// What the sockets reported, for `PeerConnection::socket_stats`.
+    counters: Arc<SocketCounters>,
+    /// Error kinds already logged at `warn` (once per connection and kind).
+    logged: Vec<std::io::ErrorKind>,
 }
 
 /// Datagrams gathered for one segmented send.
@@ -103,12 +145,17 @@ impl Io {
         tcp: IceTcp,
         runtime: Arc<dyn Runtime>,
         rebind: Option<BindSpec>,
+        counters: Arc<SocketCounters>,
     ) -> Self {
+        // Never smaller than the largest UDP datagram: one that does not fit would be
+        // truncated without notice (loopback and jumbo-frame links carry more than 2 KiB).
         let recv_buffer = sockets
             .iter()
             .map(|s| s.sock.recv_buffer_size())
             .max()
-            .unwrap_or(2048);
+            .unwrap_or(0)
+            .max(MAX_DATAGRAM);
+        let health = vec![SocketHealth::default(); sockets.len()];
         Self {
             sockets,
             recv_buffer,
@@ -126,6 +173,19 @@ impl Io {
             tcp,
             runtime,
             rebind,
+            health,
+            counters,
+            logged: Vec::new(),
+        }
+    }
+
+    /// Counts and logs a socket error: `warn` the first time for each kind, `debug` after.
+    fn socket_error(&mut self, what: &str, local: SocketAddr, e: &std::io::Error) {
+        if self.logged.contains(&e.kind()) {
+            debug!("{what} on {local}: {e}");
+        } else {
+            self.logged.push(e.kind());
+            warn!("{what} on {local}: {e} (counted in socket_stats; further ones logged at debug)");
         }
     }
 
@@ -159,6 +219,7 @@ impl Io {
                     debug!("ICE restart: new interface address {}", s.addr);
                     self.recv_buffer = self.recv_buffer.max(s.sock.recv_buffer_size());
                     self.sockets.push(s);
+                    self.health.push(SocketHealth::default());
                 }
                 Err(e) => warn!("ICE restart: binding {addr}: {e}"),
             }
@@ -248,11 +309,19 @@ impl Io {
             let Some(batch) = &self.tx_batch else {
                 continue;
             };
-            let sock = &self.sockets[batch.socket].sock;
-            match sock.poll_send_segments(cx, &self.tx_buf, batch.segment_size, batch.peer) {
+            let (index, peer, segment_size) = (batch.socket, batch.peer, batch.segment_size);
+            let sock = &self.sockets[index].sock;
+            match sock.poll_send_segments(cx, &self.tx_buf, segment_size, peer) {
                 Poll::Ready(r) => {
                     if let Err(e) = r {
-                        debug!("send to {} failed: {e}", batch.peer);
+                        // The batch is lost, as UDP loses datagrams; the protocols above
+                        // retransmit. A segmented send that failed is not tried again.
+                        self.counters.count_send_error();
+                        let local = self.sockets[index].addr;
+                        self.socket_error(&format!("send to {peer}"), local, &e);
+                        if self.tx_buf.len() > segment_size {
+                            self.health[index].no_segments = true;
+                        }
                     }
                     any = true;
                     self.tx_batch = None;
@@ -284,11 +353,15 @@ impl Io {
     fn fill_batch(&mut self, core: &mut RTCPeerConnection, socket: usize, first: TaggedBytesMut) {
         let peer = first.transport.peer_addr;
         let segment_size = first.message.len().max(1);
-        let max_segments = self.sockets[socket]
-            .sock
-            .max_send_segments()
-            .min(MAX_BATCH_BYTES / segment_size)
-            .max(1);
+        let max_segments = if self.health[socket].no_segments {
+            1
+        } else {
+            self.sockets[socket]
+                .sock
+                .max_send_segments()
+                .min(MAX_BATCH_BYTES / segment_size)
+                .max(1)
+        };
         self.tx_buf.clear();
         self.tx_buf.extend_from_slice(&first.message);
         let mut segments = 1;
@@ -341,7 +414,9 @@ impl Io {
             match sock.poll_send_segments(cx, &tx.message, len, tx.transport.peer_addr) {
                 Poll::Ready(r) => {
                     if let Err(e) = r {
-                        debug!("send to {} failed: {e}", tx.transport.peer_addr);
+                        self.counters.count_send_error();
+                        let (local, peer) = (tx.transport.local_addr, tx.transport.peer_addr);
+                        self.socket_error(&format!("send to {peer}"), local, &e);
                     }
                     any = true;
                     self.nat.outbox.pop_front();
@@ -393,18 +468,41 @@ impl Io {
                 let mut any = self.mdns.poll_recv(cx, core, runtime.now());
                 for i in 0..self.sockets.len() {
                     let local = self.sockets[i].addr;
-                    for _ in 0..DATAGRAMS_PER_ROUND {
+                    if self.health[i].failed {
+                        continue;
+                    }
+                    let mut rounds = 0;
+                    while rounds < DATAGRAMS_PER_ROUND {
+                        rounds += 1;
                         let (len, stride, peer) =
                             match self.sockets[i].sock.poll_recv_segments(cx, &mut buf) {
                                 Poll::Ready(Ok(r)) => r,
                                 Poll::Ready(Err(e)) => {
-                                    // e.g. ICMP port unreachable reported on the next receive
-                                    trace!("recv on {local}: {e}");
-                                    any = true;
+                                    // e.g. ICMP port unreachable reported on the next
+                                    // receive: counted, not progress (a socket that only
+                                    // fails must not keep the driver spinning).
+                                    self.counters.count_receive_error();
+                                    self.socket_error("receive", local, &e);
+                                    if is_transient(e.kind()) {
+                                        continue;
+                                    }
+                                    let health = &mut self.health[i];
+                                    health.failures += 1;
+                                    if health.failures >= FAILED_RECEIVES_IN_A_ROW {
+                                        health.failed = true;
+                                        self.counters.count_failed_socket();
+                                        warn!(
+                                            "socket {local} failed {} times in a row ({e}): \
+                                             no longer read",
+                                            FAILED_RECEIVES_IN_A_ROW
+                                        );
+                                        break;
+                                    }
                                     continue;
                                 }
                                 Poll::Pending => break,
                             };
+                        self.health[i].failures = 0;
                         any = true;
                         let now = runtime.now();
                         for datagram in buf[..len.min(buf.len())].chunks(stride.max(1)) {

@@ -8,8 +8,9 @@ use std::{
 
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 
-/// Sends `buf` as datagrams of `segment_size` bytes. Errors other than `WouldBlock` are logged
-/// by `quinn-udp` and reported as sent: UDP loss is recovered by the protocols above.
+/// Sends `buf` as datagrams of `segment_size` bytes. Every error is returned (`quinn-udp`'s
+/// `send` would log and swallow `ENOBUFS`, `EMSGSIZE` and the rest, so a whole segmented batch
+/// could vanish unseen): the driver counts them (`PeerConnection::socket_stats`).
 pub(crate) fn send(
     state: &UdpSocketState,
     socket: UdpSockRef<'_>,
@@ -24,7 +25,7 @@ pub(crate) fn send(
         segment_size: (buf.len() > segment_size).then_some(segment_size),
         src_ip: None,
     };
-    state.send(socket, &transmit)
+    state.try_send(socket, &transmit)
 }
 
 /// Receives one datagram or a coalesced run: `(total length, stride, source)`.

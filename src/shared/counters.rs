@@ -67,3 +67,53 @@ impl FilterCounters {
         self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
+
+/// Counters of what the operating system reported on a connection's sockets.
+///
+/// Returned by [`PeerConnection::socket_stats`](crate::PeerConnection::socket_stats). Every
+/// error is handled where it happens (a datagram that could not be sent is lost, as UDP loses
+/// datagrams, and the protocols above retransmit); these counters make it visible. The first
+/// error of each kind on a connection is also logged at `warn` level, the rest at `debug`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SocketStats {
+    /// Sends that failed (`ENOBUFS`, `EMSGSIZE`, unreachable networks, ...): their datagrams
+    /// were not sent.
+    pub send_errors: u64,
+    /// Receives that reported an error instead of a datagram (e.g. `ECONNREFUSED` for an ICMP
+    /// port unreachable).
+    pub receive_errors: u64,
+    /// Sockets given up because every receive kept failing: they are no longer read (the
+    /// connection goes on over its other sockets, or fails through ICE).
+    pub failed_sockets: u64,
+}
+
+/// The counters behind [`SocketStats`].
+#[derive(Debug, Default)]
+pub(crate) struct SocketCounters {
+    send_errors: AtomicU64,
+    receive_errors: AtomicU64,
+    failed_sockets: AtomicU64,
+}
+
+impl SocketCounters {
+    pub(crate) fn snapshot(&self) -> SocketStats {
+        SocketStats {
+            send_errors: self.send_errors.load(Ordering::Relaxed),
+            receive_errors: self.receive_errors.load(Ordering::Relaxed),
+            failed_sockets: self.failed_sockets.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn count_send_error(&self) {
+        self.send_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_receive_error(&self) {
+        self.receive_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_failed_socket(&self) {
+        self.failed_sockets.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub(crate) filter: Arc<FilterCounters>,
     /// The receive budget all channel inboxes share.
     pub(crate) budget: Arc<ReceiveBudget>,
+    /// What the sockets reported.
+    pub(crate) sockets: Arc<counters::SocketCounters>,
     /// Why the connection closed, set once by the driver before it stops.
     pub(crate) close_reason: Mutex<Option<CloseReason>>,
     _live: Live,
@@ -48,6 +50,7 @@ impl Shared {
             driver_waker: Arc::default(),
             filter,
             budget,
+            sockets: Arc::default(),
             close_reason: Mutex::new(None),
             _live: Live::new(&LIVE_CONNECTIONS),
         }

@@ -505,6 +505,53 @@ impl SimHandle {
         world.net.transmit(now, &mut next_seq, from, to, data);
     }
 
+    /// Makes the socket bound at `addr` fail its next `count` receives with `kind` (every
+    /// receive from now on with `None`), as an OS reports ICMP errors (`ConnectionRefused`)
+    /// or a socket that broke for good. Returns whether a socket is bound there.
+    ///
+    /// ```
+    /// # #[cfg(feature = "runtime-sim")] {
+    /// use webrtc_streams::runtime::sim::SimRuntime;
+    /// let sim = SimRuntime::new(1);
+    /// let addr = "10.0.0.1:5000".parse().unwrap();
+    /// assert!(!sim.fail_receives(addr, std::io::ErrorKind::ConnectionRefused, Some(3)));
+    /// # }
+    /// ```
+    pub fn fail_receives(&self, addr: SocketAddr, kind: io::ErrorKind, count: Option<u32>) -> bool {
+        let waker = {
+            let mut world = lock(&self.inner.world);
+            match world.net.faults(addr) {
+                Some((faults, waker)) => {
+                    faults.recv = Some((kind, count));
+                    waker
+                }
+                None => return false,
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
+    /// Makes the socket bound at `addr` fail its next `count` sends with `kind` (every send
+    /// from now on with `None`), e.g. `ENOBUFS` (`io::ErrorKind::OutOfMemory`) or
+    /// `EMSGSIZE`; the datagrams are not sent. Returns whether a socket is bound there.
+    pub fn fail_sends(&self, addr: SocketAddr, kind: io::ErrorKind, count: Option<u32>) -> bool {
+        let mut world = lock(&self.inner.world);
+        match world.net.faults(addr) {
+            Some((faults, waker)) => {
+                faults.send = Some((kind, count));
+                drop(world);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     /// What the network has done so far.
     pub fn network_stats(&self) -> NetworkStats {
         lock(&self.inner.world).net.stats

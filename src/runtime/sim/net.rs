@@ -207,6 +207,34 @@ struct Slot {
     queue: VecDeque<(SocketAddr, Bytes)>,
     queued_bytes: usize,
     waker: Option<Waker>,
+    /// Injected faults: errors the next receives / sends report instead of working.
+    faults: Faults,
+}
+
+/// Errors a socket reports instead of working, injected by
+/// [`SimHandle::fail_receives`](super::SimHandle::fail_receives) and
+/// [`fail_sends`](super::SimHandle::fail_sends).
+#[derive(Default)]
+pub(super) struct Faults {
+    /// `(kind, how many more; None = every one from now on)`.
+    pub(super) recv: Option<(io::ErrorKind, Option<u32>)>,
+    pub(super) send: Option<(io::ErrorKind, Option<u32>)>,
+}
+
+/// Takes one error of `fault`, if any is left.
+fn take_fault(fault: &mut Option<(io::ErrorKind, Option<u32>)>) -> Option<io::ErrorKind> {
+    let (kind, left) = (*fault)?;
+    match left {
+        None => Some(kind),
+        Some(0) => {
+            *fault = None;
+            None
+        }
+        Some(n) => {
+            *fault = Some((kind, Some(n - 1)));
+            Some(kind)
+        }
+    }
 }
 
 /// The network's state; lives in the simulation's world lock.
@@ -311,9 +339,18 @@ impl Network {
                 queue: VecDeque::new(),
                 queued_bytes: 0,
                 waker: None,
+                faults: Faults::default(),
             },
         );
         Ok((addr, id))
+    }
+
+    /// The faults of the socket bound at `addr`, if there is one; and its waker (a receive
+    /// fault must be noticed by a reader waiting for data).
+    pub(super) fn faults(&mut self, addr: SocketAddr) -> Option<(&mut Faults, Option<Waker>)> {
+        self.sockets
+            .get_mut(&addr)
+            .map(|s| (&mut s.faults, s.waker.take()))
     }
 
     fn unbind(&mut self, addr: SocketAddr, id: u64) -> Option<Waker> {
@@ -466,6 +503,9 @@ impl AsyncUdpSocket for SimSocket {
         else {
             return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
         };
+        if let Some(kind) = take_fault(&mut slot.faults.recv) {
+            return Poll::Ready(Err(io::Error::new(kind, "injected receive fault")));
+        }
         match slot.queue.pop_front() {
             Some((from, data)) => {
                 slot.queued_bytes -= data.len();
@@ -502,6 +542,15 @@ impl AsyncUdpSocket for SimSocket {
         };
         let mut world = lock(&inner.world);
         let world = &mut *world;
+        let fault = world
+            .net
+            .sockets
+            .get_mut(&self.addr)
+            .filter(|s| s.id == self.id)
+            .and_then(|s| take_fault(&mut s.faults.send));
+        if let Some(kind) = fault {
+            return Poll::Ready(Err(io::Error::new(kind, "injected send fault")));
+        }
         let now = world.now;
         let seq = &mut world.seq;
         let mut next_seq = || {
