@@ -770,3 +770,108 @@ async fn new_interface_case() {
 async fn a_restart_moves_the_call_to_an_address_that_appeared_after_build() {
     bounded(new_interface_case()).await;
 }
+
+/// The TURN server of a relayed call vanishes (both peers behind symmetric NATs, relay only):
+/// the connection notices (`Disconnected`), both sides switch to another TURN server
+/// (`set_configuration`) and one restarts ICE; the call resumes through the new relay and
+/// every message, those sent while it was down included, arrives in order.
+async fn turn_restart_case() {
+    use webrtc_streams::rtc::peer_connection::state::RTCPeerConnectionState;
+    common::init_log();
+    let net = Internet::new(Nat::Symmetric, Nat::Symmetric);
+    let turn1 = coturn_in_public(&net);
+    let turn2 = Coturn::start(CoturnConfig {
+        listen_ip: PEER_IP.into(),
+        netns: Some(net.public.clone()),
+        ..CoturnConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("second coturn: {e}"));
+    let (rt_a, rt_b) = (NsRuntime::start(&net.a.host), NsRuntime::start(&net.b.host));
+    let relay = RTCIceTransportPolicy::Relay;
+    let first = vec![turn1.ice_server(&[turn1.turn_udp_url()])];
+    let a = peer_with_policy(&rt_a, first.clone(), relay).await;
+    let b = peer_with_policy(&rt_b, first, relay).await;
+    let mut incoming = b.data_channels();
+    let dc = a
+        .create_data_channel("through-turn", RTCDataChannelInit::default())
+        .await
+        .expect("channel");
+    negotiate_trickle(&a, &b).await;
+    tokio::join!(connected(&a), connected(&b));
+    within("open", dc.opened()).await.expect("open");
+    let rx = within("b's channel", incoming.next()).await.unwrap();
+    let mut received = rx.messages();
+    let send = |i: u32| dc.send(Bytes::from(format!("relayed {i}")));
+    for i in 0..10 {
+        within("send before", send(i)).await.unwrap();
+    }
+    for i in 0..10 {
+        let m = within("receive before", received.next()).await.unwrap();
+        assert_eq!(m.data, format!("relayed {i}").as_bytes());
+    }
+
+    let mut states = a.connection_states();
+    drop(turn1); // killed: the relay path is gone
+    for i in 10..20 {
+        within("send during", send(i)).await.unwrap();
+    }
+    within("a notices the dead relay", async {
+        while let Some(s) = states.next().await {
+            if matches!(
+                s,
+                RTCPeerConnectionState::Disconnected | RTCPeerConnectionState::Failed
+            ) {
+                return;
+            }
+        }
+        panic!("state stream ended");
+    })
+    .await;
+
+    let second = RTCConfigurationBuilder::new()
+        .with_ice_servers(vec![turn2.ice_server(&[turn2.turn_udp_url()])])
+        .with_ice_transport_policy(relay)
+        .build();
+    a.set_configuration(second.clone()).await.expect("a: new servers");
+    b.set_configuration(second).await.expect("b: new servers");
+    let (from_a, from_b) = (a.ice_candidates(), b.ice_candidates());
+    a.restart_ice().await.expect("restart");
+    let offer = a.create_offer().await.unwrap();
+    a.set_local_description(offer.clone()).await.unwrap();
+    b.set_remote_description(offer).await.unwrap();
+    let answer = b.create_answer().await.unwrap();
+    b.set_local_description(answer.clone()).await.unwrap();
+    a.set_remote_description(answer).await.unwrap();
+    within(
+        "trickling after the restart",
+        futures::future::join(forward(from_a, &b), forward(from_b, &a)),
+    )
+    .await;
+    tokio::join!(connected(&a), connected(&b));
+    for i in 20..30 {
+        within("send after", send(i)).await.unwrap();
+    }
+    for i in 10..30 {
+        let m = within("receive across the switch", received.next())
+            .await
+            .unwrap();
+        assert_eq!(m.data, format!("relayed {i}").as_bytes());
+    }
+    for (who, pc) in [("A", &a), ("B", &b)] {
+        let s = selected(pc, who).await;
+        assert_eq!(s.local.typ, RTCIceCandidateType::Relay, "{who}: {s:?}");
+        assert_eq!(
+            s.local.addr.map(|a| a.ip()),
+            Some(IpAddr::from(PEER_IP)),
+            "{who} relays through the second server: {s:?}\n{}",
+            turn2.diagnostics()
+        );
+    }
+    a.close().await.ok();
+    b.close().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_call_moves_to_another_turn_server_after_a_restart() {
+    bounded(turn_restart_case()).await;
+}
