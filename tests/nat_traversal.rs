@@ -832,7 +832,9 @@ async fn turn_restart_case() {
         .with_ice_servers(vec![turn2.ice_server(&[turn2.turn_udp_url()])])
         .with_ice_transport_policy(relay)
         .build();
-    a.set_configuration(second.clone()).await.expect("a: new servers");
+    a.set_configuration(second.clone())
+        .await
+        .expect("a: new servers");
     b.set_configuration(second).await.expect("b: new servers");
     let (from_a, from_b) = (a.ice_candidates(), b.ice_candidates());
     a.restart_ice().await.expect("restart");
