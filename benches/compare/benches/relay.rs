@@ -7,20 +7,15 @@
 //! `cargo bench --bench relay` (`PAIRS=n` setups per library, default 10; `MIB=n` per
 //! transfer, default 32; `REPS=n` transfers, default 3).
 
+// `common` holds the tests' coturn launcher (this bench runs coturn on loopback, outside any
+// namespace).
 mod common;
-
-// The coturn launcher of the tests, with the namespace helpers it uses (this bench runs
-// coturn on loopback, outside any namespace).
-#[path = "../../../tests/common/coturn.rs"]
-mod coturn;
-#[path = "../../../tests/common/netns.rs"]
-mod netns;
 
 use std::time::Instant;
 
 use bytes::Bytes;
+use common::coturn::{Coturn, CoturnConfig};
 use common::*;
-use coturn::{Coturn, CoturnConfig};
 use futures::StreamExt;
 use webrtc_streams::{
     DataChannel, PeerConnection,

@@ -7,10 +7,16 @@
 //! browser hiding its address behind an mDNS name signals none we can use at once), so it
 //! reaches us from a peer-reflexive address.
 //!
-//! `cargo bench --bench setup` (`PAIRS=n` to change the count, `BROWSER_PAIRS=n` for the
-//! Chromium rows, `BROWSER_PAIRS=0` to leave them out).
+//! The same with Firefox (`firefox-esr`, headless, over WebDriver BiDi, inside a network
+//! namespace whose only link is loopback, as `tests/interop_firefox.rs` runs it; needs root).
+//!
+//! `cargo bench -p webrtc-streams-compare --bench setup` (`PAIRS=n` to change the count,
+//! `BROWSER_PAIRS=n` for the browser rows, `BROWSER_PAIRS=0` to leave them out,
+//! `FIREFOX=0` to leave Firefox out).
 
 mod common;
+#[path = "../../../tests/interop/firefox.rs"]
+mod firefox;
 #[path = "../../../tests/interop/mod.rs"]
 mod interop;
 
@@ -22,7 +28,8 @@ use serde_json::json;
 use webrtc_streams::{
     PeerConnection, PeerConnectionBuilder,
     rtc::peer_connection::{
-        configuration::setting_engine::SettingEngineBuilder, sdp::RTCSessionDescription,
+        configuration::setting_engine::{SettingEngine, SettingEngineBuilder},
+        sdp::RTCSessionDescription,
     },
 };
 
@@ -82,6 +89,71 @@ fn main() {
             chromium_rows(browser_pairs).await;
         }
     });
+    drop(rt);
+    let browser_pairs = env_usize("BROWSER_PAIRS", 10);
+    if browser_pairs > 0 && env_usize("FIREFOX", 1) > 0 {
+        firefox_rows(browser_pairs);
+    }
+}
+
+/// The four cases of a browser row: name, whether the browser offers, the setting engine.
+type Case = (&'static str, bool, fn() -> SettingEngine);
+
+fn cases(browser: &'static str) -> [Case; 4] {
+    let ours = || PeerConnectionBuilder::default_settings().build();
+    let rtcs = || SettingEngineBuilder::new().build();
+    let name =
+        |s: &'static str| -> &'static str { Box::leak(format!("{browser} {s}").into_boxed_str()) };
+    [
+        (name("answers, our waits"), false, ours),
+        (name("answers, rtc waits"), false, rtcs),
+        (name("offers, our waits"), true, ours),
+        (name("offers, rtc waits"), true, rtcs),
+    ]
+}
+
+fn print_rows(browser: &str, n: usize, rows: Vec<(&str, (f64, f64, f64))>) {
+    println!("setup with {browser}: answer applied -> our channel open, {n} connections each");
+    println!(
+        "{:<30} {:>10} {:>10} {:>10}",
+        "case", "median ms", "min ms", "max ms"
+    );
+    for (name, (med, min, max)) in rows {
+        println!("{name:<30} {med:>10.2} {min:>10.2} {max:>10.2}");
+    }
+}
+
+/// Firefox rows, like the Chromium ones, all inside a loopback-only namespace.
+fn firefox_rows(n: usize) {
+    const PAGE: &str = include_str!("../../../tests/interop/page.html");
+    firefox::find_firefox();
+    let ns = firefox::LoopbackNetns::new();
+    let netns = ns.name.clone();
+    let rows = firefox::run_in(&ns, async move {
+        let page = firefox::PageServer::start(PAGE).await.expect("page server");
+        let browser = interop::step(
+            "starting firefox",
+            STEP,
+            firefox::Firefox::start(&netns, STEP),
+        )
+        .await
+        .expect("start firefox");
+        interop::step("loading the page", STEP, browser.navigate(&page.url()))
+            .await
+            .expect("load the page");
+        let mut rows = Vec::new();
+        for (name, offer, settings) in cases("firefox") {
+            let call = |f: &'static str, args| browser.call(f, args);
+            let _ = browser_setup(call, offer, settings()).await; // warm-up
+            let mut times = Vec::new();
+            for _ in 0..n {
+                times.push(browser_setup(call, offer, settings()).await);
+            }
+            rows.push((name, stats(times)));
+        }
+        rows
+    });
+    print_rows("firefox", n, rows);
 }
 
 /// Chromium rows: answer applied -> our channel open, `n` connections per row, one browser.
@@ -93,40 +165,28 @@ async fn chromium_rows(n: usize) {
     interop::step("loading the page", STEP, browser.navigate(&page.url()))
         .await
         .expect("load the page");
-    let ours = || PeerConnectionBuilder::default_settings().build();
-    let rtcs = || SettingEngineBuilder::new().build();
     let mut rows = Vec::new();
-    for (name, offer, settings) in [
-        ("chromium answers, our waits", false, ours as fn() -> _),
-        ("chromium answers, rtc waits", false, rtcs),
-        ("chromium offers, our waits", true, ours),
-        ("chromium offers, rtc waits", true, rtcs),
-    ] {
-        let _ = chromium_setup(&browser, offer, settings()).await; // warm-up
+    for (name, offer, settings) in cases("chromium") {
+        let call = |f: &'static str, args| browser.call(f, args);
+        let _ = browser_setup(call, offer, settings()).await; // warm-up
         let mut times = Vec::new();
         for _ in 0..n {
-            times.push(chromium_setup(&browser, offer, settings()).await);
+            times.push(browser_setup(call, offer, settings()).await);
         }
         rows.push((name, stats(times)));
     }
     browser.quit().await;
-    println!("setup with chromium: answer applied -> our channel open, {n} connections each");
-    println!(
-        "{:<30} {:>10} {:>10} {:>10}",
-        "case", "median ms", "min ms", "max ms"
-    );
-    for (name, (med, min, max)) in rows {
-        println!("{name:<30} {med:>10.2} {min:>10.2} {max:>10.2}");
-    }
+    print_rows("chromium", n, rows);
 }
 
-/// One connection with Chromium on 127.0.0.1; returns milliseconds from applying the answer
-/// (ours to Chromium's offer, or Chromium's to ours) to our channel being open.
-async fn chromium_setup(
-    browser: &Browser,
-    chromium_offers: bool,
-    settings: webrtc_streams::rtc::peer_connection::configuration::setting_engine::SettingEngine,
-) -> f64 {
+/// One connection with a browser on 127.0.0.1 (its page functions reached through `call`);
+/// returns milliseconds from applying the answer (ours to the browser's offer, or the
+/// browser's to ours) to our channel being open.
+async fn browser_setup<F, Fut>(call: F, browser_offers: bool, settings: SettingEngine) -> f64
+where
+    F: Fn(&'static str, serde_json::Value) -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, String>>,
+{
     let pc = PeerConnection::builder()
         .bind(["127.0.0.1:0".parse().unwrap()])
         .setting_engine(settings)
@@ -138,8 +198,8 @@ async fn chromium_setup(
         .await
         .expect("channel");
     let started;
-    if chromium_offers {
-        let offer = interop::step("chromium's offer", STEP, browser.call("offer", json!([0])))
+    if browser_offers {
+        let offer = interop::step("the browser's offer", STEP, call("offer", json!([0])))
             .await
             .expect("offer");
         let offer = RTCSessionDescription::offer(no_candidates(offer.as_str().unwrap())).unwrap();
@@ -149,9 +209,9 @@ async fn chromium_setup(
         let answer = interop::local_sdp_after_gathering(&pc).await;
         started = Instant::now();
         interop::step(
-            "chromium applying our answer",
+            "the browser applying our answer",
             STEP,
-            browser.call("acceptAnswer", json!([answer])),
+            call("acceptAnswer", json!([answer])),
         )
         .await
         .expect("accept answer");
@@ -160,9 +220,9 @@ async fn chromium_setup(
         pc.set_local_description(offer).await.expect("sld");
         let offer = interop::local_sdp_after_gathering(&pc).await;
         let answer = interop::step(
-            "chromium's answer",
+            "the browser's answer",
             STEP,
-            browser.call("answer", json!([offer, 0])),
+            call("answer", json!([offer, 0])),
         )
         .await
         .expect("answer");
@@ -177,7 +237,7 @@ async fn chromium_setup(
     .await
     .expect("open");
     let ms = started.elapsed().as_secs_f64() * 1e3;
-    let _ = browser.call("close", json!([])).await;
+    let _ = call("close", json!([])).await;
     let _ = pc.close().await;
     ms
 }

@@ -3,6 +3,12 @@
 
 pub use webrtc_streams_compare::anchor;
 
+// For benches that drive Firefox in a namespace (tests/interop/firefox.rs needs these).
+#[path = "../../../../tests/common/coturn.rs"]
+pub mod coturn;
+#[path = "../../../../tests/common/netns.rs"]
+pub mod netns;
+
 use std::time::Duration;
 
 use futures::StreamExt;
