@@ -1003,7 +1003,6 @@ impl Job {
     }
 }
 
-/// The STUN error code in the TURN client's error text ("... (error 401: Unauthorized)").
 /// The XOR-MAPPED-ADDRESS of an Allocate success response, if `datagram` is one.
 fn allocate_mapped_address(datagram: &[u8]) -> Option<SocketAddr> {
     // Allocate (0x003), success class: message type 0x0103.
@@ -1019,6 +1018,7 @@ fn allocate_mapped_address(datagram: &[u8]) -> Option<SocketAddr> {
     Some(SocketAddr::new(mapped.ip, mapped.port))
 }
 
+/// The STUN error code in the TURN client's error text ("... (error 401: Unauthorized)").
 fn error_code(text: &str) -> Option<u16> {
     let rest = &text[text.find("(error ")? + "(error ".len()..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
