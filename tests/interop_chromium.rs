@@ -655,3 +655,141 @@ async fn mdns_scenario() -> Result<String, String> {
     browser.quit().await;
     result
 }
+
+/// ICE restart with a browser, both ways, in the middle of a data-channel exchange: we restart
+/// (new offer on the same connection, Chromium answers with new credentials), then Chromium
+/// restarts (`restartIce()`, we answer). All 1,000 scripted messages on our channel come back
+/// echoed in order across both restarts, and Chromium's own 1,000 come through ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_restarts_both_ways_with_chromium_lose_nothing() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let page = PageServer::start().await;
+    let browser = match bounded("starting chromium", STEP_LIMIT, Browser::start()).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) | Err(e) => panic!("cannot start chromium: {e}"),
+    };
+    let outcome = async {
+        step(
+            "loading the page",
+            STEP_LIMIT,
+            browser.navigate(&page.url()),
+        )
+        .await?;
+        bounded("restarts", SCENARIO_LIMIT, restart_scenario(&browser))
+            .await
+            .and_then(|r| r)
+    }
+    .await;
+    match outcome {
+        Ok(summary) => {
+            eprintln!("ICE restarts with chromium: OK: {summary}");
+            browser.quit().await;
+        }
+        Err(e) => {
+            let log = browser.call("log", json!([])).await;
+            eprintln!("---- browser log ----\n{log:?}");
+            panic!("ICE restarts with chromium: {e}");
+        }
+    }
+}
+
+fn ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+        .map(str::to_owned)
+}
+
+async fn restart_scenario(browser: &Browser) -> Result<String, String> {
+    use futures::StreamExt;
+    let script = Script { big: 0 };
+    let pc = interop::our_peer(64 * 1024).await;
+    let mut incoming = pc.data_channels();
+    let ours = pc
+        .create_data_channel("from-rust", Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let offer = interop::our_offer(&pc, STEP_LIMIT).await?;
+    let answer = browser.call("answer", json!([offer, 0])).await?;
+    let answer = loopback_only(answer.as_str().ok_or("answer is not a string")?);
+    let first_ufrag = ufrag(&answer).ok_or("no ufrag in chromium's answer")?;
+    pc.set_remote_description(RTCSessionDescription::answer(answer).map_err(|e| e.to_string())?)
+        .await
+        .map_err(|e| e.to_string())?;
+    let theirs = step("chromium's channel", STEP_LIMIT, async {
+        incoming
+            .next()
+            .await
+            .ok_or_else(|| "no channel".to_string())
+    })
+    .await?;
+    let echo_theirs = tokio::spawn(async move { interop::echo_and_verify(&theirs, script).await });
+    step("our channel open", STEP_LIMIT, async {
+        ours.opened().await.map_err(|e| e.to_string())
+    })
+    .await?;
+
+    let mut echoes = ours.messages();
+    let check = async {
+        for i in 0..script.total() {
+            let m = echoes
+                .next()
+                .await
+                .ok_or_else(|| format!("echoes ended after {i}"))?;
+            script.check(i, &m)?;
+        }
+        Ok::<_, String>(())
+    };
+    let send = async {
+        let send_range = |range: std::ops::Range<usize>| {
+            let ours = &ours;
+            async move {
+                for i in range {
+                    let r = match script.message(i) {
+                        interop::Msg::Text(s) => ours.send_text(s).await,
+                        interop::Msg::Binary(b) => ours.send(bytes::Bytes::from(b)).await,
+                    };
+                    r.map_err(|e| format!("send {i}: {e}"))?;
+                }
+                Ok::<_, String>(())
+            }
+        };
+        send_range(0..300).await?;
+        // We restart: a new offer on the same connection; Chromium answers.
+        pc.restart_ice().await.map_err(|e| e.to_string())?;
+        let offer = interop::our_offer(&pc, STEP_LIMIT).await?;
+        let answer = browser.call("reanswer", json!([offer])).await?;
+        let answer = loopback_only(answer.as_str().ok_or("answer is not a string")?);
+        let second_ufrag = ufrag(&answer).ok_or("no ufrag")?;
+        if second_ufrag == first_ufrag {
+            return Err("chromium kept its credentials across our restart".into());
+        }
+        pc.set_remote_description(
+            RTCSessionDescription::answer(answer).map_err(|e| e.to_string())?,
+        )
+        .await
+        .map_err(|e| format!("applying the restart answer: {e}"))?;
+        send_range(300..600).await?;
+        // Chromium restarts: its new offer, our answer.
+        let offer = browser.call("restartOffer", json!([])).await?;
+        let offer = loopback_only(offer.as_str().ok_or("offer is not a string")?);
+        if ufrag(&offer).as_deref() == Some(second_ufrag.as_str()) {
+            return Err("chromium's restart offer kept its credentials".into());
+        }
+        let answer = interop::our_answer(&pc, offer, "chromium", STEP_LIMIT).await?;
+        browser.call("acceptAnswer", json!([answer])).await?;
+        send_range(600..script.total()).await
+    };
+    let (sent, checked) = futures::join!(send, check);
+    sent?;
+    checked?;
+    step("chromium's messages echoed", EXCHANGE_LIMIT, async {
+        echo_theirs.await.map_err(|e| e.to_string())?
+    })
+    .await?;
+    let state = pc.connection_state();
+    pc.close().await.map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{} messages each way across two ICE restarts (ours, then chromium's); state {state}",
+        script.total()
+    ))
+}

@@ -39,6 +39,11 @@ pub(super) struct Ice {
     /// A 1:1 NAT's public addresses with their base, announced as server-reflexive
     /// candidates with the host candidates.
     mapped: Vec<(SocketAddr, SocketAddr)>,
+    /// Our DTLS role as the first offer/answer settled it (`a=setup:` value, `active` or
+    /// `passive`): every later answer must keep it (RFC 8842 §5.5), and `rtc` 0.21.1 picks
+    /// `active` for every answer, which a browser that is the DTLS client refuses ("Failed to
+    /// set SSL role").
+    setup: Option<&'static str>,
     /// The media sections of the remote description, read once per description (not once
     /// per candidate: a remote candidate costs the same whatever the description's size).
     remote_sections: Option<RemoteSections>,
@@ -89,13 +94,53 @@ impl Ice {
 
     /// An offer or answer the core created: returns it fixed ([`fix_local_sdp`]) and
     /// remembers the original for [`as_created`](Self::as_created).
+    /// The remote answer to our offer is set: our DTLS role is the other end of its
+    /// `a=setup` (the first time).
+    pub(super) fn remote_answer_set(&mut self, sdp: &str) {
+        if self.setup.is_none() {
+            self.setup = match setup_of(sdp) {
+                Some("active") => Some("passive"),
+                Some("passive") => Some("active"),
+                _ => None,
+            };
+        }
+    }
+
+    /// Our answer is set: its `a=setup` is our DTLS role (the first time).
+    pub(super) fn local_answer_set(&mut self, sdp: &str) {
+        if self.setup.is_none() {
+            self.setup = match setup_of(sdp) {
+                Some("active") => Some("active"),
+                Some("passive") => Some("passive"),
+                _ => None,
+            };
+        }
+    }
+
     pub(super) fn created(
         &mut self,
         desc: RTCSessionDescription,
         remote: Option<&RTCSessionDescription>,
     ) -> RTCSessionDescription {
-        let fixed = fixed_description(desc.clone(), remote);
+        let fixed = self.fixed(desc.clone(), remote);
         self.created = (fixed.sdp != desc.sdp).then(|| (fixed.sdp.clone(), desc));
+        fixed
+    }
+
+    /// `desc` (ours, from the core) as the peer must see it: [`fixed_description`], and an
+    /// answer keeps the DTLS role the first negotiation settled.
+    pub(super) fn fixed(
+        &self,
+        desc: RTCSessionDescription,
+        remote: Option<&RTCSessionDescription>,
+    ) -> RTCSessionDescription {
+        let mut fixed = fixed_description(desc, remote);
+        if fixed.sdp_type == RTCSdpType::Answer
+            && let Some(role) = self.setup
+            && setup_of(&fixed.sdp).is_some_and(|s| s != role)
+        {
+            fixed.sdp = with_setup(&fixed.sdp, role);
+        }
         fixed
     }
 
@@ -271,6 +316,26 @@ impl Ice {
             warn!("end of candidates not accepted: {e}");
         }
     }
+}
+
+/// The first `a=setup:` value of a description.
+fn setup_of(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=setup:"))
+}
+
+/// `sdp` with every `a=setup:` line saying `role`.
+fn with_setup(sdp: &str, role: &str) -> String {
+    sdp.split_inclusive('\n')
+        .map(|line| {
+            if line.starts_with("a=setup:") {
+                let end = if line.ends_with("\r\n") { "\r\n" } else { "\n" };
+                format!("a=setup:{role}{end}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect()
 }
 
 /// Rejects a candidate whose `sdpMid` / `sdpMLineIndex` names no media section of the
@@ -557,5 +622,34 @@ mod tests {
             a=ice-ufrag:uf\r\na=ice-pwd:pw\r\na=candidate:1 1 udp 1 127.0.0.1 1 typ host\r\n";
         assert_eq!(fix_local_sdp(ok, None), None);
         assert_eq!(candidate_section(ok), Some(("0".to_owned(), 0)));
+    }
+
+    #[test]
+    fn a_later_answer_keeps_the_dtls_role_of_the_first_negotiation() {
+        let answer = |setup: &str| {
+            RTCSessionDescription::answer(format!(
+                "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+                 m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n\
+                 a=mid:0\r\na=setup:{setup}\r\na=sctp-port:5000\r\n"
+            ))
+            .unwrap()
+        };
+        let mut ice = Ice::default();
+        // Our offer was answered with `active`: we are the DTLS server from now on.
+        ice.remote_answer_set(&answer("active").sdp);
+        let later = ice.fixed(answer("active"), None);
+        assert!(later.sdp.contains("a=setup:passive\r\n"), "{}", later.sdp);
+        assert!(!later.sdp.contains("a=setup:active"), "{}", later.sdp);
+        // Settled once: a later remote answer does not change it.
+        ice.remote_answer_set(&answer("passive").sdp);
+        assert!(
+            ice.fixed(answer("active"), None)
+                .sdp
+                .contains("a=setup:passive")
+        );
+        // As answerer the first time, our own answer's role stands.
+        let mut ice = Ice::default();
+        ice.local_answer_set(&answer("active").sdp);
+        assert_eq!(ice.fixed(answer("active"), None).sdp, answer("active").sdp);
     }
 }

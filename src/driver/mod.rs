@@ -41,6 +41,7 @@ use rtc::{
         configuration::{RTCConfiguration, RTCIceTransportPolicy},
         event::RTCPeerConnectionEvent,
         message::RTCMessage,
+        sdp::RTCSdpType,
         state::{
             RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
         },
@@ -262,6 +263,13 @@ impl Driver {
                     self.io.bind_new_interfaces();
                 }
                 if r.is_ok()
+                    && let Some(local) = self.core.local_description()
+                    && local.sdp_type == RTCSdpType::Answer
+                {
+                    let sdp = local.sdp.clone();
+                    self.ice.local_answer_set(&sdp);
+                }
+                if r.is_ok()
                     && let Some(creds) = self
                         .core
                         .local_description()
@@ -311,6 +319,9 @@ impl Driver {
                     if let Some(creds) = Credentials::from_sdp(&remote.sdp) {
                         self.io.ingress.set_remote(creds);
                     }
+                    if remote.sdp_type == RTCSdpType::Answer {
+                        self.ice.remote_answer_set(&remote.sdp);
+                    }
                     self.io.ingress.set_media(MediaGate::from_sdp(&remote.sdp));
                     let sdp = remote.sdp.clone();
                     self.media.remote_rejections(&mut self.core, &sdp);
@@ -339,7 +350,7 @@ impl Driver {
                     .local_description()
                     .map(|d| self.media.rejecting_stopped(&mut self.core, d));
                 let remote = self.core.remote_description();
-                let desc = desc.map(|d| ice::fixed_description(d, remote));
+                let desc = desc.map(|d| self.ice.fixed(d, remote));
                 let _ = reply.send(Ok(desc));
             }
             Command::RemoteDescription { reply } => {
