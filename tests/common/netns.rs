@@ -186,11 +186,47 @@ impl Internet {
                 "br0",
             ])?;
         }
-        // Like a host on the internet, the public side has a default route, a black hole:
-        // datagrams to a home's private addresses vanish silently instead of failing with
-        // "network unreachable" (coturn stops relaying on an allocation whose relay socket
-        // saw such an error).
-        ip(&["-n", &p, "route", "add", "blackhole", "default"])?;
+        // Like a host on the internet, the public side has a default route, out of an
+        // interface where everything is dropped: datagrams to a home's private addresses are sent
+        // and vanish on the way, as on the internet. Neither "network unreachable" (no route)
+        // nor a `blackhole` route will do: sendto fails with ENETUNREACH or EINVAL, and coturn
+        // closes the whole allocation whose relay socket saw such an error — with every
+        // candidate type gathered, ICE checks from a relay to a peer's private host address
+        // then kill the relay both peers need.
+        // (A veth pair whose far end has no address: the default gateway behind it has a
+        // permanent neighbour entry, so nothing waits for ARP, and frames arriving at the far
+        // end are for nobody there and are dropped.)
+        ip(&[
+            "-n", &p, "link", "add", "sinka", "type", "veth", "peer", "name", "sinkb",
+        ])?;
+        for dev in ["sinka", "sinkb"] {
+            ip(&["-n", &p, "link", "set", dev, "up"])?;
+        }
+        ip(&["-n", &p, "addr", "add", "10.98.0.1/30", "dev", "sinka"])?;
+        ip(&[
+            "-n",
+            &p,
+            "neigh",
+            "add",
+            "10.98.0.2",
+            "lladdr",
+            "02:00:00:00:00:01",
+            "dev",
+            "sinka",
+            "nud",
+            "permanent",
+        ])?;
+        ip(&[
+            "-n",
+            &p,
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.98.0.2",
+            "dev",
+            "sinka",
+        ])?;
         for (home, port) in [(self.a.clone(), "to-a"), (self.b.clone(), "to-b")] {
             let (h, r) = (&home.host, &home.router);
             self.add_ns(r)?;
