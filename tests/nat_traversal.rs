@@ -775,8 +775,30 @@ async fn a_restart_moves_the_call_to_an_address_that_appeared_after_build() {
     bounded(new_interface_case()).await;
 }
 
+/// A relay-only connection in `rt`'s namespace whose allocations are refreshed every second
+/// (the minimum), so that a dead server is noticed by the TURN client within seconds too, not
+/// only by ICE.
+async fn quick_refresh_peer(rt: &NsRuntime, servers: Vec<RTCIceServer>) -> PeerConnection {
+    rt.peer(move || {
+        PeerConnection::builder()
+            .configuration(
+                RTCConfigurationBuilder::new()
+                    .with_ice_servers(servers)
+                    .with_ice_transport_policy(RTCIceTransportPolicy::Relay)
+                    .build(),
+            )
+            .setting_engine(
+                webrtc_streams::PeerConnectionBuilder::default_settings()
+                    .with_turn_allocation_refresh_interval_cap(Duration::from_secs(1))
+                    .build(),
+            )
+    })
+    .await
+}
+
 /// The TURN server of a relayed call vanishes (both peers behind symmetric NATs, relay only):
-/// the connection notices (`Disconnected`), both sides switch to another TURN server
+/// the TURN client reports it (an `IceCandidateError`, "allocation lost"), the connection
+/// notices (`Disconnected`), both sides switch to another TURN server
 /// (`set_configuration`) and one restarts ICE; the call resumes through the new relay and
 /// every message, those sent while it was down included, arrives in order.
 async fn turn_restart_case() {
@@ -793,8 +815,11 @@ async fn turn_restart_case() {
     let (rt_a, rt_b) = (NsRuntime::start(&net.a.host), NsRuntime::start(&net.b.host));
     let relay = RTCIceTransportPolicy::Relay;
     let first = vec![turn1.ice_server(&[turn1.turn_udp_url()])];
-    let a = peer_with_policy(&rt_a, first.clone(), relay).await;
-    let b = peer_with_policy(&rt_b, first, relay).await;
+    // Allocations refreshed every second (the minimum), so that a dead server is noticed by
+    // the TURN client within seconds too, not only by ICE.
+    let a = quick_refresh_peer(&rt_a, first.clone()).await;
+    let b = quick_refresh_peer(&rt_b, first).await;
+    let mut errors = a.ice_candidate_errors();
     let mut incoming = b.data_channels();
     let dc = a
         .create_data_channel("through-turn", RTCDataChannelInit::default())
@@ -815,10 +840,17 @@ async fn turn_restart_case() {
     }
 
     let mut states = a.connection_states();
+    let turn1_url = turn1.turn_udp_url();
     drop(turn1); // killed: the relay path is gone
     for i in 10..20 {
         within("send during", send(i)).await.unwrap();
     }
+    let error = within("the TURN client reports its server gone", errors.next())
+        .await
+        .expect("error event");
+    assert_eq!(error.url, turn1_url, "{error:?}");
+    assert_eq!(error.error_code, 701, "{error:?}");
+    assert!(error.error_text.contains("allocation lost"), "{error:?}");
     within("a notices the dead relay", async {
         while let Some(s) = states.next().await {
             if matches!(

@@ -692,8 +692,9 @@ impl Nat {
         }
     }
 
-    /// The connection of job `i` failed: while gathering, the server is unreachable; with an
-    /// allocation in use, the relayed candidate is gone (its pairs fail by consent freshness).
+    /// The server of job `i` is gone (its connection failed, or it stopped answering): while
+    /// gathering, the server is unreachable; with an allocation in use, the relayed candidate
+    /// is gone (its pairs fail by consent freshness) and an error event says so.
     fn link_failed(&mut self, i: usize, text: String) {
         let (server, local) = (self.jobs[i].server, self.jobs[i].local);
         match self.jobs[i].state {
@@ -889,6 +890,14 @@ impl Nat {
                 self.jobs[i].state = JobState::Done;
                 let text = format!("no answer from {}", self.jobs[i].addr);
                 self.error(server, local, UNREACHABLE, text);
+            }
+            Event::TransactionTimeout(_)
+                if matches!(self.jobs[i].state, JobState::Allocated(_)) =>
+            {
+                // A refresh, permission or channel binding went unanswered through every
+                // retransmission (about 8 s): the server is gone, and the allocation with it.
+                let text = format!("{} stopped answering", self.jobs[i].addr);
+                self.link_failed(i, text);
             }
             Event::DataIndicationOrChannelData(_, peer, data) => {
                 if let JobState::Allocated(relayed) = self.jobs[i].state {
