@@ -51,6 +51,7 @@ use std::{
 #[cfg(feature = "runtime-tokio")]
 mod tokio;
 #[cfg(feature = "runtime-tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime-tokio")))]
 pub use self::tokio::TokioRuntime;
 
 #[cfg(any(
@@ -70,19 +71,24 @@ mod udp;
 #[cfg(feature = "runtime-smol")]
 mod smol;
 #[cfg(feature = "runtime-smol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime-smol")))]
 pub use self::smol::SmolRuntime;
 
 #[cfg(feature = "runtime-async-std")]
 mod async_std;
 #[cfg(feature = "runtime-async-std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime-async-std")))]
 pub use self::async_std::AsyncStdRuntime;
 
 #[cfg(feature = "runtime-embassy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime-embassy")))]
 pub mod embassy;
 #[cfg(feature = "runtime-embassy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime-embassy")))]
 pub use self::embassy::EmbassyRuntime;
 
 #[cfg(feature = "runtime-sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime-sim")))]
 pub mod sim;
 
 /// An async executor, reactor and clock, as the connection driver sees them.
