@@ -153,14 +153,19 @@ pub trait Runtime: Send + Sync + Debug + 'static {
     }
 }
 
-/// Binds a non-blocking OS TCP listener on `addr` (address reuse as servers do; a backlog
-/// of 64).
+/// Binds a non-blocking OS TCP listener on `addr` (address reuse as servers do on Unix; a
+/// backlog of 64).
 pub fn bind_std_tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    // On Unix, SO_REUSEADDR only lets a listener rebind a port whose old connections linger in
+    // TIME_WAIT. On Windows it would let this socket bind a port another socket is listening
+    // on (and so hide `AddrInUse` from the port-range search), so it is left off there, as
+    // the standard library and mio do.
+    #[cfg(not(windows))]
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(64)?;
