@@ -108,7 +108,15 @@
 //! | `runtime-sim` | `runtime::sim::SimRuntime`: deterministic simulation for tests |
 //!
 //! The runtime is chosen per connection ([`PeerConnectionBuilder::runtime`]); any type that
-//! implements [`runtime::Runtime`] works.
+//! implements [`runtime::Runtime`] works. The features are additive. `docs/runtimes.md` in the
+//! repository says which to choose and how to set each up.
+//!
+//! ## Coming from `webrtc`
+//!
+//! The repository's `docs/migrating-from-webrtc-0.21.md` and `docs/migrating-from-webrtc-0.17.md`
+//! map every handler method and callback of those versions to the stream (or handler) that
+//! replaces it here, and explain the differences in runtime selection, back-pressure, closing
+//! and errors. Their code is compiled by `cargo test --doc`.
 //!
 //! An optional push API sits on top of the same streams: implement
 //! [`PeerConnectionEventHandler`] and pass it to [`PeerConnectionBuilder::handler`].
@@ -131,6 +139,7 @@
 //! counts what was refused; refusals are logged once per kind and connection, at debug level.
 //! The README's "Security" section lists what remains up to the core.
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod channel_io;
 pub mod data_channel;
@@ -190,3 +199,13 @@ pub use stream::EventStream;
 mod handler;
 pub use handler::PeerConnectionEventHandler;
 pub use peer_connection::WeakPeerConnection;
+
+/// The guides under `docs/`, included so that `cargo test --doc` compiles their code.
+#[cfg(doctest)]
+mod guides {
+    #[doc = include_str!("../docs/migrating-from-webrtc-0.17.md")]
+    mod migrating_from_webrtc_0_17 {}
+
+    #[doc = include_str!("../docs/runtimes.md")]
+    mod runtimes {}
+}

@@ -1,4 +1,6 @@
 //! The coturn launcher (tests/common/coturn.rs) starts a real server that speaks STUN and TURN.
+// Linux only: starts coturn and manages it through Linux process calls (prctl, /proc).
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -8,6 +8,7 @@ mod broadcast;
 mod custom_runtime;
 #[path = "../examples/handler.rs"]
 mod handler;
+#[cfg(target_os = "linux")]
 #[path = "../examples/ice-servers.rs"]
 mod ice_servers;
 #[path = "../examples/streams.rs"]
@@ -39,6 +40,7 @@ fn broadcast_example_runs() {
 
 /// Two relay-only peers through a real coturn on loopback (started and killed by the test):
 /// the selected pair is relayed on both ends.
+#[cfg(target_os = "linux")] // coturn: see tests/common/coturn.rs
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_servers_example_connects_through_turn() {
     use webrtc_streams::rtc::peer_connection::transport::RTCIceCandidateType;

@@ -12,6 +12,8 @@
 //!
 //! Python is `$AIORTC_PYTHON` or `target/interop-venv/bin/python`; if it is missing or cannot
 //! import aiortc the tests fail: run `.ci/install-interop-deps`.
+// Linux only: runs aiortc from the venv `.ci/install-interop-deps` builds on Linux.
+#![cfg(target_os = "linux")]
 
 mod interop;
 

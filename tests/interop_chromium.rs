@@ -18,6 +18,8 @@
 //!
 //! The WebDriver client is about a hundred lines of HTTP/1.1 + JSON over a Tokio `TcpStream`:
 //! the four commands used here do not justify a WebDriver crate and its dependency tree.
+// Linux only: drives the Debian Chromium the CI installs; its coturn and namespace cases use Linux calls.
+#![cfg(target_os = "linux")]
 
 /// The coturn launcher of the NAT tests (and the namespace helpers it uses).
 #[path = "common/coturn.rs"]

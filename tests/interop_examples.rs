@@ -11,6 +11,8 @@
 //!
 //! Missing `chromium`, `chromedriver` or `ffmpeg` fails the tests with what to install
 //! (`.ci/install-interop-deps`).
+// Linux only: drives the Debian Chromium (and ffmpeg) the CI installs.
+#![cfg(target_os = "linux")]
 // Both examples are compiled in whole, and each brings its own copy of
 // `examples/common/http.rs`, as a binary of its own does.
 #![allow(clippy::duplicate_mod)]

@@ -17,6 +17,8 @@
 //! we send VP8 (encoded by `ffmpeg` at test time) and Firefox must decode frames of it.
 //!
 //! Missing `firefox-esr` (or `ip`, or root) fails the tests: run `.ci/install-interop-deps`.
+// Linux only: drives Debian's firefox-esr as the CI installs it.
+#![cfg(target_os = "linux")]
 
 mod common;
 #[path = "interop/firefox.rs"]

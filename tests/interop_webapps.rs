@@ -13,6 +13,8 @@
 //!
 //! Missing `chromium` or `chromedriver` fails the tests with what to install
 //! (`.ci/install-interop-deps`).
+// Linux only: drives the Debian Chromium the CI installs.
+#![cfg(target_os = "linux")]
 // Both examples are compiled in whole, and each brings its own copy of
 // `examples/common/signal.rs`, as a binary of its own does.
 #![allow(clippy::duplicate_mod)]

@@ -9,6 +9,8 @@
 //! it (the offerer then learns the answerer as a peer-reflexive candidate).
 //!
 //! Needs root and `ip` (CI runs it in `.ci/run`).
+// Linux only: network namespaces (setns, ip netns, nftables).
+#![cfg(target_os = "linux")]
 
 mod common;
 

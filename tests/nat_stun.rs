@@ -2,6 +2,8 @@
 //! server-reflexive candidate per socket (trickled, retransmitted on loss, not forgeable from
 //! another address), and a server that never answers ends in an `IceCandidateError` while
 //! gathering still completes.
+// Linux only: starts coturn (Linux process management in tests/common/coturn.rs).
+#![cfg(target_os = "linux")]
 
 mod common;
 

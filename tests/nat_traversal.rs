@@ -4,6 +4,8 @@
 //!
 //! Needs root, `ip`, `nft` and `turnserver` (CI runs these in `.ci/run`; install with
 //! `.ci/install-interop-deps`).
+// Linux only: network namespaces, nftables NAT and coturn, as root.
+#![cfg(target_os = "linux")]
 
 mod common;
 

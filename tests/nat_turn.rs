@@ -1,6 +1,8 @@
 //! TURN over UDP with a real coturn on loopback: two relay-only peers connect through their
 //! allocations and every byte arrives; wrong credentials end in a 401 `IceCandidateError`
 //! while the host candidates still connect.
+// Linux only: starts coturn (Linux process management in tests/common/coturn.rs).
+#![cfg(target_os = "linux")]
 
 mod common;
 

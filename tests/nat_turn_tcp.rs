@@ -2,6 +2,8 @@
 //! relay-only peers connect through allocations made over one TCP or TLS connection each and
 //! every byte arrives; a `turns:` server whose certificate is not trusted is reported and the
 //! host candidates still connect; a server that vanishes mid-call is reported, not spun on.
+// Linux only: starts coturn (Linux process management in tests/common/coturn.rs).
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! The simulated internet (tests/common/netns.rs): real namespaces, real NAT, and connections
 //! and coturn running inside them. Needs root, `ip` and `nft` (CI: `.ci/run`).
+// Linux only: network namespaces (setns, ip netns, nftables).
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -9,6 +9,8 @@
 //! `SOAK_CYCLES=10000 cargo test --release --all-features --test soak -- --nocapture`.
 //!
 //! One test in this binary on purpose: the live counts are per process.
+// Linux only: counts open file descriptors and RSS through /proc.
+#![cfg(target_os = "linux")]
 #![cfg(feature = "runtime-sim")]
 
 #[path = "common/alloc.rs"]

@@ -51,6 +51,7 @@ use std::{
 #[cfg(feature = "runtime-tokio")]
 mod tokio;
 #[cfg(feature = "runtime-tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime-tokio")))]
 pub use self::tokio::TokioRuntime;
 
 #[cfg(any(
@@ -70,19 +71,24 @@ mod udp;
 #[cfg(feature = "runtime-smol")]
 mod smol;
 #[cfg(feature = "runtime-smol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime-smol")))]
 pub use self::smol::SmolRuntime;
 
 #[cfg(feature = "runtime-async-std")]
 mod async_std;
 #[cfg(feature = "runtime-async-std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime-async-std")))]
 pub use self::async_std::AsyncStdRuntime;
 
 #[cfg(feature = "runtime-embassy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime-embassy")))]
 pub mod embassy;
 #[cfg(feature = "runtime-embassy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime-embassy")))]
 pub use self::embassy::EmbassyRuntime;
 
 #[cfg(feature = "runtime-sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime-sim")))]
 pub mod sim;
 
 /// An async executor, reactor and clock, as the connection driver sees them.
@@ -147,14 +153,19 @@ pub trait Runtime: Send + Sync + Debug + 'static {
     }
 }
 
-/// Binds a non-blocking OS TCP listener on `addr` (address reuse as servers do; a backlog
-/// of 64).
+/// Binds a non-blocking OS TCP listener on `addr` (address reuse as servers do on Unix; a
+/// backlog of 64).
 pub fn bind_std_tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    // On Unix, SO_REUSEADDR only lets a listener rebind a port whose old connections linger in
+    // TIME_WAIT. On Windows it would let this socket bind a port another socket is listening
+    // on (and so hide `AddrInUse` from the port-range search), so it is left off there, as
+    // the standard library and mio do.
+    #[cfg(not(windows))]
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(64)?;

@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests: loopback peers and signaling.
 #![allow(dead_code)]
 
+// coturn and namespaces: Linux process and network-namespace calls (prctl, setns, /proc).
+#[cfg(target_os = "linux")]
 pub mod coturn;
+#[cfg(target_os = "linux")]
 pub mod netns;
 pub mod turn;
 

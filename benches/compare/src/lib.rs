@@ -14,3 +14,9 @@
 //! ```
 
 pub mod anchor;
+
+/// The migration guide from `webrtc` 0.21 (`docs/migrating-from-webrtc-0.21.md`), included
+/// here so that `cargo test --doc` compiles every snippet of it against both crates.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/migrating-from-webrtc-0.21.md")]
+pub mod migrating_from_webrtc_0_21 {}
