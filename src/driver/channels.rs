@@ -264,6 +264,22 @@ impl Channels {
             .min()
     }
 
+    /// Whether no channel gives the core a reason to keep a timer: nothing sent waits for its
+    /// acknowledgement (which would keep SCTP's retransmission timer running), no close or
+    /// stream reset is under way, no opening handshake is pending, and no received message
+    /// waits for room.
+    pub(super) fn idle(&self) -> bool {
+        self.busy.is_empty()
+            && self.closing.is_empty()
+            && self.resetting.is_empty()
+            && self.closed.is_empty()
+            && self.parked.is_none()
+            && self
+                .map
+                .values()
+                .all(|ch| ch.dc.ready_state() == RTCDataChannelState::Open)
+    }
+
     /// A data-channel event of the core.
     pub(super) fn handle_event(&mut self, core: &mut RTCPeerConnection, ev: RTCDataChannelEvent) {
         match ev {

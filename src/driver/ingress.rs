@@ -102,6 +102,9 @@ pub(crate) struct Ingress {
     counters: Arc<FilterCounters>,
     /// Refusals already logged (bit per [`Refusal`]).
     logged: u8,
+    /// Datagrams passed that are not STUN (DTLS, RTP, RTCP): what may start a timer of the
+    /// core other than the ICE agent's (the driver's idle test, `Driver::idle_deadline`).
+    passed_non_stun: u64,
 }
 
 impl Ingress {
@@ -118,6 +121,7 @@ impl Ingress {
             media: MediaGate::default(),
             counters,
             logged: 0,
+            passed_non_stun: 0,
         }
     }
 
@@ -178,6 +182,9 @@ impl Ingress {
         match verdict {
             Ok(()) => {
                 self.counters.count_passed();
+                if datagram[0] > 3 {
+                    self.passed_non_stun += 1;
+                }
                 true
             }
             Err(why) => {
@@ -192,6 +199,11 @@ impl Ingress {
                 false
             }
         }
+    }
+
+    /// How many datagrams other than STUN have passed so far.
+    pub(crate) fn passed_non_stun(&self) -> u64 {
+        self.passed_non_stun
     }
 
     /// Whether the DTLS records of `datagram` may be kept for replay before ICE connects: only

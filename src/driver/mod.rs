@@ -12,6 +12,16 @@
 //! input, and re-arms its timer from `poll_timeout` before it sleeps. Work per wake-up is
 //! bounded: after [`ITERATIONS_PER_POLL`] rounds it yields to the executor and asks to be
 //! polled again.
+//!
+//! # Idle connections
+//!
+//! `rtc` 0.21.1's ICE agent asks for a timeout every 200 ms for the life of a connection
+//! (`Agent::get_timeout_interval` can only lower its 200 ms start), although once connected it
+//! has work only every 2 s (a consent check) and when the peer has been silent for 5 s
+//! (`Disconnected`). At thousands of idle connections those ticks are most of the CPU. So the
+//! driver lets an idle connection's agent run only every [`IDLE_ICE_TICK`]; see
+//! [`Driver::idle_deadline`] for when a connection counts as idle and why no other deadline is
+//! delayed.
 
 pub(crate) mod bind;
 mod channels;
@@ -77,6 +87,20 @@ const COMMANDS_PER_ROUND: usize = 64;
 /// that keeps reporting an expired deadline cannot make the driver spin.
 const MIN_IMMEDIATE_TIMEOUT_INTERVAL: Duration = Duration::from_millis(1);
 
+/// The ICE agent's check interval (`rtc-ice` 0.21.1 `DEFAULT_CHECK_INTERVAL`): once it has
+/// checked at `t`, its deadline is `t` + this.
+const ICE_TICK: Duration = Duration::from_millis(200);
+
+/// How often the ICE agent of an idle connected connection runs: its consent checks (due 2 s
+/// after the last) leave every 2–3 s, and a peer that went silent is noticed at most this much
+/// later than the agent's 5 s `Disconnected` timeout.
+const IDLE_ICE_TICK: Duration = Duration::from_secs(1);
+
+/// Quiet (no command, no message or event from the core, no datagram but STUN) before a
+/// connection counts as idle: longer than SCTP's delayed acknowledgement (200 ms), the only
+/// timer a received datagram starts once the handshakes are over.
+const IDLE_AFTER: Duration = Duration::from_secs(1);
+
 pub(crate) struct DriverConfig {
     pub(crate) event_capacity: usize,
     pub(crate) high_water_mark: usize,
@@ -113,6 +137,16 @@ pub(crate) struct Driver {
     timer: Pin<Box<dyn AsyncTimer>>,
     timer_deadline: Option<Instant>,
     last_immediate_timeout: Option<Instant>,
+    /// The instant passed to the core's last `handle_timeout`.
+    last_core_timeout: Option<Instant>,
+    /// The last command, message or event from the core, or datagram other than STUN.
+    last_activity: Instant,
+    /// [`Ingress::passed_non_stun`] when `last_activity` was last brought up to date.
+    non_stun_seen: u64,
+    /// ICE is `Connected` or `Completed`.
+    ice_up: bool,
+    /// The connection state is `Connected` (DTLS is up).
+    connected: bool,
     /// When the STUN/TURN jobs last handled a timeout (spaced like the core's).
     last_nat_timeout: Option<Instant>,
     /// Sockets, the inbound filter and batched sends.
@@ -151,6 +185,7 @@ impl Driver {
         config: DriverConfig,
     ) -> Self {
         let timer = runtime.new_timer(runtime.now() + Duration::from_secs(3600));
+        let last_activity = runtime.now();
         let media = Media::new(shared.clone(), crypto.clone());
         let mut nat = Nat::new(config.nat, runtime.uses_os_network(), crypto.clone());
         if config.mux.is_some() {
@@ -182,6 +217,11 @@ impl Driver {
             timer,
             timer_deadline: None,
             last_immediate_timeout: None,
+            last_core_timeout: None,
+            last_activity,
+            non_stun_seen: 0,
+            ice_up: false,
+            connected: false,
             last_nat_timeout: None,
             io,
             udp_host: config.udp_host,
@@ -519,6 +559,7 @@ impl Driver {
         if self.kick_timeout {
             self.kick_timeout = false;
             let now = self.runtime.now();
+            self.last_core_timeout = Some(now);
             if let Err(e) = self.core.handle_timeout(now) {
                 debug!("handle_timeout: {e}");
             }
@@ -608,6 +649,7 @@ impl Driver {
                     s,
                     RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
                 );
+                self.ice_up = up;
                 if up {
                     self.kick_timeout = true;
                     self.io.ice_connected(&mut self.core);
@@ -623,6 +665,7 @@ impl Driver {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) => {
                 self.failed = (s == RTCPeerConnectionState::Failed)
                     .then(|| self.runtime.now() + self.failed_timeout);
+                self.connected = s == RTCPeerConnectionState::Connected;
                 if s == RTCPeerConnectionState::Connected {
                     self.was_connected = true;
                     // Connected means the DTLS handshake has completed.
@@ -655,7 +698,7 @@ impl Driver {
 
     /// Handles an expired deadline of the core. Returns whether a timeout was handled.
     fn poll_core_deadline(&mut self, now: Instant) -> bool {
-        let Some(deadline) = self.core.poll_timeout() else {
+        let Some(deadline) = self.core_deadline(now) else {
             return false;
         };
         if deadline > now {
@@ -667,6 +710,7 @@ impl Driver {
             return false;
         }
         self.last_immediate_timeout = Some(now);
+        self.last_core_timeout = Some(now);
         if let Err(e) = self.core.handle_timeout(now) {
             // e.g. a handshake gave up; the state events tell the application
             debug!("handle_timeout: {e}");
@@ -677,9 +721,61 @@ impl Driver {
         true
     }
 
+    /// The core's next deadline as the driver honours it: the core's own, or for an idle
+    /// connection the later one of [`idle_deadline`](Self::idle_deadline).
+    fn core_deadline(&mut self, now: Instant) -> Option<Instant> {
+        let deadline = self.core.poll_timeout()?;
+        Some(self.idle_deadline(deadline, now).unwrap_or(deadline))
+    }
+
+    /// When an idle connection handles the core's `deadline`: [`IDLE_ICE_TICK`] after the last
+    /// timeout instead of the ICE agent's [`ICE_TICK`]; `None` if the connection is not idle
+    /// or the deadline may not be the agent's tick.
+    ///
+    /// The core reports only the minimum of its timers, so this holds back only a deadline
+    /// that is exactly the agent's tick after the last timeout (no other timer is due
+    /// sooner), and only when no other timer can be running at all:
+    ///
+    /// * ICE is connected and the connection state is `Connected`: the DTLS handshake is over,
+    ///   and with it DTLS's only timer (flight retransmission);
+    /// * SCTP (if there is one) is established (no INIT, COOKIE or SHUTDOWN timer) and every
+    ///   data channel is open and [idle](Channels::idle): everything sent has been
+    ///   acknowledged (no retransmission timer), no stream reset or opening handshake waits;
+    /// * no media transceiver: the interceptors' timers (RTCP reports, NACK) run on their own;
+    /// * for [`IDLE_AFTER`] nothing happened but ICE's own STUN: no command (a send, a close,
+    ///   an ICE restart), no message or event from the core, no datagram that is not STUN
+    ///   (the only one that could have started SCTP's delayed acknowledgement);
+    /// * no timeout is forced (`kick_timeout`) and the connection has not failed.
+    ///
+    /// Anything that changes one of these ends the stretch at once: a command or a datagram
+    /// wakes the driver, which then handles the agent's (overdue) deadline right away.
+    fn idle_deadline(&mut self, deadline: Instant, now: Instant) -> Option<Instant> {
+        let last = self.last_core_timeout?;
+        if deadline != last + ICE_TICK {
+            return None;
+        }
+        let non_stun = self.io.ingress.passed_non_stun();
+        if non_stun != self.non_stun_seen {
+            self.non_stun_seen = non_stun;
+            self.last_activity = now;
+        }
+        let idle = now >= self.last_activity + IDLE_AFTER
+            && self.ice_up
+            && self.connected
+            && !self.kick_timeout
+            && self.failed.is_none()
+            && self.channels.idle()
+            && self
+                .core
+                .sctp()
+                .is_none_or(|s| s.state() == RTCSctpTransportState::Connected)
+            && self.core.get_transceivers().next().is_none();
+        idle.then_some(last + IDLE_ICE_TICK)
+    }
+
     /// Arms the timer for the core's next deadline. Returns true if it has already fired.
     fn arm_timer(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
-        let core = self.core.poll_timeout();
+        let core = self.core_deadline(now);
         let nat = self.io.nat.poll_timeout();
         let closing = self.channels.poll_timeout();
         let tcp = self.io.tcp.poll_timeout();
@@ -783,12 +879,16 @@ impl Future for Driver {
         let this = self.get_mut();
         this.shared.driver_waker.register(cx.waker());
         for _ in 0..ITERATIONS_PER_POLL {
-            let mut progress = this.poll_commands(cx);
+            let commands = this.poll_commands(cx);
             if this.finished {
                 return Poll::Ready(());
             }
+            let mut progress = commands;
             progress |= this.io.poll_sockets(cx, &mut this.core, &*this.runtime);
             let now = this.runtime.now();
+            if commands {
+                this.last_activity = now;
+            }
             if this.failed.is_some_and(|deadline| now >= deadline) {
                 let reason = this.failure();
                 debug!("failed for too long: closing ({reason})");
@@ -797,7 +897,10 @@ impl Future for Driver {
             }
             progress |= this.io.nat.poll_lookups(cx, now);
             progress |= this.poll_deadline(now);
-            progress |= this.drain_core();
+            if this.drain_core() {
+                progress = true;
+                this.last_activity = now;
+            }
             if progress && this.closed_by_peer() {
                 debug!("closed by the remote peer");
                 this.shutdown(cx, CloseReason::Remote);
