@@ -78,9 +78,47 @@
 //! # Ok(()) }
 //! ```
 //!
+//! `build()` binds `0.0.0.0:0`, which expands to one socket per interface address *except
+//! loopback and link-local*: two peers on one machine without a network find each other only
+//! with [`include_loopback(true)`](PeerConnectionBuilder::include_loopback) (or by binding
+//! `127.0.0.1:0`, as the examples do).
+//!
 //! Without trickle ICE, wait for [`PeerConnection::gathering_complete`] after
 //! `set_local_description` and send [`PeerConnection::local_description`], which then holds
 //! every local candidate.
+//!
+//! ## The `rtc` types you need
+//!
+//! The types a program passes to or gets from this crate's API are `rtc`'s own, and the ones
+//! every program touches are re-exported here at the crate root, so that one `use` line is
+//! enough:
+//!
+//! | what | types |
+//! |---|---|
+//! | signaling | [`RTCSessionDescription`], [`RTCSdpType`], [`RTCIceCandidateInit`], [`RTCIceCandidateType`] |
+//! | configuration | [`RTCConfiguration`], [`RTCConfigurationBuilder`], [`RTCIceServer`], [`RTCIceTransportPolicy`], [`RTCOfferOptions`], [`RTCAnswerOptions`] |
+//! | engines | [`SettingEngine`], [`SettingEngineBuilder`], [`SctpMaxMessageSize`], [`MediaEngine`], [`MulticastDnsMode`] |
+//! | states | [`RTCPeerConnectionState`], [`RTCSignalingState`], [`RTCIceConnectionState`], [`RTCIceGatheringState`] |
+//! | data channels | [`RTCDataChannelInit`] |
+//!
+//! Everything else of `rtc` (codecs, RTP and RTCP packets, statistics) stays under
+//! [`rtc`], re-exported whole, at the version this crate is built with.
+//!
+//! ```
+//! use webrtc_streams::{
+//!     PeerConnection, RTCConfigurationBuilder, RTCIceServer, RTCSdpType, RTCSessionDescription,
+//! };
+//!
+//! let config = RTCConfigurationBuilder::new()
+//!     .with_ice_servers(vec![RTCIceServer {
+//!         urls: vec!["stun:stun.l.google.com:19302".to_owned()],
+//!         ..Default::default()
+//!     }])
+//!     .build();
+//! let builder = PeerConnection::builder().configuration(config);
+//! # let _ = builder;
+//! # fn answer_of(desc: &RTCSessionDescription) -> bool { desc.sdp_type == RTCSdpType::Answer }
+//! ```
 //!
 //! ## The driver and time
 //!
@@ -184,6 +222,24 @@ pub use peer_connection::{
     PeerConnectionBuilder,
 };
 pub use rtc;
+// The `rtc` types every program touches, at the crate root (see "The `rtc` types you need").
+pub use data_channel::RTCDataChannelInit;
+pub use rtc::{
+    ice::mdns::MulticastDnsMode,
+    peer_connection::{
+        configuration::{
+            RTCAnswerOptions, RTCConfiguration, RTCConfigurationBuilder, RTCIceTransportPolicy,
+            RTCOfferOptions,
+            media_engine::MediaEngine,
+            setting_engine::{SctpMaxMessageSize, SettingEngine, SettingEngineBuilder},
+        },
+        sdp::{RTCSdpType, RTCSessionDescription},
+        state::{
+            RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
+        },
+        transport::{RTCIceCandidateInit, RTCIceCandidateType, RTCIceServer},
+    },
+};
 pub use shared::counters::FilterStats;
 pub use stream::EventStream;
 
