@@ -149,7 +149,8 @@
 //! implements [`runtime::Runtime`] works.
 //!
 //! An optional push API sits on top of the same streams: implement
-//! [`PeerConnectionEventHandler`] and pass it to [`PeerConnectionBuilder::handler`].
+//! [`PeerConnectionEventHandler`] and pass it to [`PeerConnectionBuilder::handler`], or attach
+//! it to a running connection with [`HandlerBridge::attach`].
 //!
 //! ## Errors and panics
 //!
@@ -244,5 +245,5 @@ pub use shared::counters::FilterStats;
 pub use stream::EventStream;
 
 mod handler;
-pub use handler::PeerConnectionEventHandler;
+pub use handler::{HandlerBridge, PeerConnectionEventHandler};
 pub use peer_connection::WeakPeerConnection;

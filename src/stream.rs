@@ -134,6 +134,11 @@ impl<T: Clone> Multicast<T> {
         }
     }
 
+    /// Whether [`close`](Self::close) was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.ring).closed
+    }
+
     /// Ends every subscriber's stream once it has read what is already queued.
     pub(crate) fn close(&self) {
         let mut ring = lock(&self.ring);
