@@ -213,6 +213,42 @@ pub mod __live {
     }
 }
 
+/// The multicast ring of [`stream`], for `benches/multicast.rs`. Not a stable API.
+#[doc(hidden)]
+pub mod __bench {
+    use std::task::{Context, Poll};
+
+    /// A multicast queue (see [`EventStream`](crate::EventStream)).
+    pub struct Multicast<T>(crate::stream::Multicast<T>);
+
+    /// One subscriber of a [`Multicast`].
+    pub struct Receiver<T>(crate::stream::Receiver<T>);
+
+    impl<T: Clone> Multicast<T> {
+        /// A queue holding at most `capacity` unread items.
+        pub fn new(capacity: usize) -> Self {
+            Self(crate::stream::Multicast::new(capacity))
+        }
+
+        /// Publishes to every subscriber; never waits.
+        pub fn publish(&self, item: T) {
+            self.0.publish(item)
+        }
+
+        /// A new subscriber.
+        pub fn subscribe(&self) -> Receiver<T> {
+            Receiver(self.0.subscribe())
+        }
+    }
+
+    impl<T: Clone> Receiver<T> {
+        /// The next item, `Err(missed)` after an overflow, `None` once closed.
+        pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, u64>>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}
+
 pub use channel_io::{ByteReader, ByteStream, ByteWriter, MessageSink};
 pub use data_channel::{DataChannel, DataChannelEvent, DataChannelMessage, MessageStream};
 pub use error::{CloseReason, Error, IceServerError, Result};
