@@ -54,6 +54,31 @@ pub const DEFAULT_RECEIVE_BUDGET: usize = 2 * 1024 * 1024;
 ///
 /// A channel handle keeps its connection alive: the connection shuts down when the last
 /// [`PeerConnection`](crate::PeerConnection) *and* the last `DataChannel` handle are dropped.
+///
+/// # Message size
+///
+/// A message is sent as one SCTP message, so its size is bounded. Each side advertises in its
+/// description (`a=max-message-size`) the largest message it accepts, and a side sends at
+/// most what the other accepts ([`max_message_size`](Self::max_message_size), once open; a
+/// larger send fails with [`Error::MessageTooLarge`]). This crate advertises `rtc`'s default,
+/// **64 KiB** ([`SctpMaxMessageSize::DEFAULT_MESSAGE_SIZE`](crate::SctpMaxMessageSize::DEFAULT_MESSAGE_SIZE));
+/// browsers advertise 256 KiB (Chromium) or 1 GiB (Firefox). To accept (and so let a peer
+/// send) larger messages, raise it in the setting engine, up to `rtc`'s ceiling of 256 KiB
+/// ([`SctpMaxMessageSize::MAX_MESSAGE_SIZE`](crate::SctpMaxMessageSize::MAX_MESSAGE_SIZE)):
+///
+/// ```no_run
+/// # async fn f() -> webrtc_streams::Result<()> {
+/// use webrtc_streams::{PeerConnection, PeerConnectionBuilder, SctpMaxMessageSize};
+///
+/// let settings = PeerConnectionBuilder::default_settings() // keep the crate's defaults
+///     .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(256 * 1024))
+///     .build();
+/// let pc = PeerConnection::builder().setting_engine(settings).build().await?;
+/// # Ok(()) }
+/// ```
+///
+/// Both sides need it for 256 KiB messages both ways. For larger payloads, cut them into
+/// messages, or use [`byte_stream`](Self::byte_stream), which does.
 #[derive(Clone)]
 pub struct DataChannel {
     pub(crate) conn: Arc<ConnHandle>,
@@ -184,6 +209,39 @@ impl DataChannel {
     /// Sends a text message. Otherwise like [`send`](Self::send).
     pub async fn send_text(&self, text: impl Into<String>) -> Result<()> {
         self.send_payload(Payload::Text(text.into())).await
+    }
+
+    /// Sends `msg` as it is: binary as binary, text as text. The way to send a received
+    /// message on (an echo, a relay between channels) without copying it in this crate:
+    /// binary payloads go to SCTP without a copy (as with [`send`](Self::send)); a text
+    /// payload becomes the text message's buffer without a copy when `msg` holds the only
+    /// reference to it, after one UTF-8 check (the `rtc` core copies text once into its
+    /// packet buffer, as for [`send_text`](Self::send_text)). Otherwise like
+    /// [`send`](Self::send).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send), and [`Error::InvalidUtf8`] for a text message whose bytes are
+    /// not UTF-8 (a remote peer may send such).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # async fn f(dc: webrtc_streams::DataChannel) -> webrtc_streams::Result<()> {
+    /// use futures::StreamExt;
+    ///
+    /// let mut messages = dc.messages();
+    /// while let Some(msg) = messages.next().await {
+    ///     dc.send_message(msg).await?; // echo, text or binary
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_message(&self, msg: DataChannelMessage) -> Result<()> {
+        self.send_payload(Payload::of(msg)?).await
     }
 
     /// Queues `payload` now if the channel is open, below its high-water mark and the

@@ -82,6 +82,11 @@ pub enum Error {
         /// The largest message the remote peer accepts.
         max: usize,
     },
+    /// A message to be sent as text is not valid UTF-8
+    /// ([`DataChannel::send_message`](crate::DataChannel::send_message) of a text message the
+    /// remote peer sent with invalid bytes). Nothing was sent.
+    #[error("text message is not valid UTF-8")]
+    InvalidUtf8,
     /// A session description could not be parsed or applied.
     #[error("invalid session description: {0}")]
     InvalidSessionDescription(#[source] CoreError),

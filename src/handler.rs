@@ -1,20 +1,23 @@
 //! The handler bridge: the optional push API on top of the streams.
 //!
 //! [`PeerConnectionEventHandler`] is implemented by the application;
-//! [`PeerConnectionBuilder::handler`](crate::PeerConnectionBuilder::handler) attaches it to a
-//! connection. One task per connection (the bridge) merges the connection's event stream and
+//! [`HandlerBridge::attach`] attaches it to a running connection, and
+//! [`PeerConnectionBuilder::handler`](crate::PeerConnectionBuilder::handler) to a connection
+//! being built. One task per handler (the bridge) merges the connection's event stream and
 //! every data channel's message and event streams into one `select_all` loop and calls the
 //! handler, one callback at a time.
 
 use std::{
+    fmt,
     future::Future,
     pin::Pin,
     task::{Context, Poll},
 };
 
 use futures::{
-    Stream, StreamExt,
-    future::ready,
+    FutureExt, Stream, StreamExt,
+    channel::oneshot,
+    future::{poll_fn, ready},
     stream::{self, SelectAll},
 };
 use log::trace;
@@ -30,10 +33,11 @@ use crate::{
     data_channel::{
         ChannelRef, ChannelWatch, DataChannel, DataChannelEvent, DataChannelMessage, MessageStream,
     },
+    error::Result,
     event::PeerConnectionEvent,
     media::RemoteTrack,
     peer_connection::{
-        BoxFuture, BridgeInputs, PeerConnectionBuilder, Starter, WeakPeerConnection,
+        BoxFuture, BridgeInputs, PeerConnection, PeerConnectionBuilder, Starter, WeakPeerConnection,
     },
     stream::EventStream,
 };
@@ -44,7 +48,9 @@ use crate::{
 /// [`DataChannel::messages`], [`DataChannel::events`]): attach an implementation with
 /// [`PeerConnectionBuilder::handler`](crate::PeerConnectionBuilder::handler) (or
 /// [`handler_with`](crate::PeerConnectionBuilder::handler_with), which hands the handler a
-/// [`WeakPeerConnection`](crate::WeakPeerConnection) to call back into the connection).
+/// [`WeakPeerConnection`](crate::WeakPeerConnection) to call back into the connection) while
+/// building the connection, or to a running connection with [`HandlerBridge::attach`] (or
+/// [`attach_with`](HandlerBridge::attach_with)), which returns a guard that detaches it.
 ///
 /// Every method has a default that does nothing: implement the ones you need, as plain
 /// `async fn`s with `&mut self` — no `Arc`, no locks, no boxing.
@@ -90,7 +96,8 @@ use crate::{
 ///
 /// The bridge ends, and the handler is dropped, once the connection is closed (by
 /// [`close`](crate::PeerConnection::close) or by dropping its last handle) and every channel's
-/// remaining messages and close callback have been delivered.
+/// remaining messages and close callback have been delivered — or, for a handler attached
+/// with [`HandlerBridge::attach`], when the [`HandlerBridge`] is detached or dropped.
 ///
 /// A handler that holds a strong [`PeerConnection`](crate::PeerConnection) or a
 /// [`DataChannel`] keeps its own connection alive: it then ends only with an explicit
@@ -109,8 +116,7 @@ use crate::{
 /// ```no_run
 /// use webrtc_streams::{
 ///     DataChannel, DataChannelMessage, PeerConnection, PeerConnectionEventHandler,
-///     WeakPeerConnection,
-///     rtc::peer_connection::{state::RTCPeerConnectionState, transport::RTCIceCandidateInit},
+///     RTCIceCandidateInit, RTCPeerConnectionState, WeakPeerConnection,
 /// };
 ///
 /// struct Echo {
@@ -278,10 +284,7 @@ impl PeerConnectionBuilder {
     ///
     /// ```no_run
     /// # async fn f() -> webrtc_streams::Result<()> {
-    /// use webrtc_streams::{
-    ///     PeerConnection, PeerConnectionEventHandler,
-    ///     rtc::peer_connection::state::RTCPeerConnectionState,
-    /// };
+    /// use webrtc_streams::{PeerConnection, PeerConnectionEventHandler, RTCPeerConnectionState};
     ///
     /// struct Log;
     ///
@@ -335,7 +338,8 @@ impl PeerConnectionBuilder {
     }
 }
 
-/// A [`Starter`] for `handler`, which is built from a weak handle to the connection.
+/// A [`Starter`] for `handler`, which is built from a weak handle to the connection. The
+/// bridge runs until the connection closes.
 pub(crate) fn starter<H, F>(make: F) -> Starter
 where
     H: PeerConnectionEventHandler,
@@ -343,8 +347,185 @@ where
 {
     Box::new(move |inputs: BridgeInputs| {
         let handler = make(inputs.conn.clone());
-        Box::pin(run(handler, inputs)) as BoxFuture
+        Box::pin(run(handler, inputs, Control::default())) as BoxFuture
     })
+}
+
+/// A [`PeerConnectionEventHandler`] attached to a running connection; detaches it when
+/// dropped.
+///
+/// [`attach`](Self::attach) pushes the connection's events to the handler from the moment it
+/// is called, with the ordering, concurrency and back-pressure rules of
+/// [`PeerConnectionEventHandler`]; the application's streams keep working alongside. This is
+/// how a stream-style application hands one part of its work to a handler, after the fact.
+/// (The builder's [`handler`](crate::PeerConnectionBuilder::handler) is the short form for a
+/// handler that lives as long as the connection; it runs on the same bridge.)
+///
+/// # What the handler sees
+///
+/// - the connection's events published after `attach`, in order, plus the remote data
+///   channels, tracks and local candidates held for the next subscriber (see
+///   [`PeerConnection::events`](crate::PeerConnection::events)). State callbacks come for
+///   changes only: read the states at attach time from the connection's getters.
+/// - every data channel *announced after* `attach`: remote ones through
+///   [`on_data_channel`](PeerConnectionEventHandler::on_data_channel), and those created
+///   locally with [`create_data_channel`](crate::PeerConnection::create_data_channel) from
+///   then on, whose messages the bridge reads. Channels that existed before are left to
+///   their readers.
+///
+/// Any number of handlers may be attached to one connection; each gets every event, but a
+/// channel's messages go to one reader only (see [`DataChannel::messages`]).
+///
+/// # Detaching
+///
+/// [`detach`](Self::detach) (or dropping the guard) stops the bridge: no callback starts
+/// after that, the one running is finished, and the handler is dropped. Events and messages
+/// the bridge had not taken stay with the connection: unread messages wait in their
+/// channels' inboxes for another reader. `detach().await` returns once the handler is
+/// dropped. The bridge also ends on its own when the connection closes
+/// ([`finished`](Self::finished)); [`run_until_closed`](Self::run_until_closed) gives up the
+/// guard and lets it.
+///
+/// The guard holds no [`PeerConnection`]: it does not keep the connection alive.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn f(pc: webrtc_streams::PeerConnection) -> webrtc_streams::Result<()> {
+/// use webrtc_streams::{HandlerBridge, PeerConnectionEventHandler, RTCPeerConnectionState};
+///
+/// struct Log;
+///
+/// impl PeerConnectionEventHandler for Log {
+///     async fn on_connection_state_change(&mut self, state: RTCPeerConnectionState) {
+///         println!("{state}");
+///     }
+/// }
+///
+/// // ... pc is connected, its streams are read elsewhere ...
+/// let bridge = HandlerBridge::attach(&pc, Log)?;
+/// // ... later:
+/// bridge.detach().await; // no more callbacks; `Log` is dropped
+/// # Ok(()) }
+/// ```
+#[must_use = "dropping a HandlerBridge detaches its handler at once"]
+pub struct HandlerBridge {
+    /// Dropped to stop the bridge; sent to (by `run_until_closed`) to let it run on.
+    stop: Option<oneshot::Sender<()>>,
+    /// Closed once the bridge has ended and dropped the handler.
+    done: async_channel::Receiver<()>,
+}
+
+impl HandlerBridge {
+    /// Attaches `handler` to the running connection `pc`: its events are pushed to it from
+    /// now on, on a task of its own spawned on the connection's runtime, until the returned
+    /// guard is dropped or detached, or the connection closes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) if `pc` is closed.
+    pub fn attach(pc: &PeerConnection, handler: impl PeerConnectionEventHandler) -> Result<Self> {
+        Self::attach_with(pc, move |_| handler)
+    }
+
+    /// Like [`attach`](Self::attach), with the handler made by `make` from a
+    /// [`WeakPeerConnection`] to `pc`, so that it can call back into the connection without
+    /// keeping it alive. `make` is called once, before this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) if `pc` is closed (`make` is not called).
+    pub fn attach_with<H, F>(pc: &PeerConnection, make: F) -> Result<Self>
+    where
+        H: PeerConnectionEventHandler,
+        F: FnOnce(WeakPeerConnection) -> H,
+    {
+        let (inputs, runtime) = pc.bridge_inputs()?;
+        let handler = make(inputs.conn.clone());
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (done_tx, done_rx) = async_channel::bounded(1);
+        let control = Control {
+            stop: Some(stop_rx),
+            done: Some(done_tx),
+        };
+        runtime.spawn(Box::pin(run(handler, inputs, control)));
+        Ok(Self {
+            stop: Some(stop_tx),
+            done: done_rx,
+        })
+    }
+
+    /// Detaches the handler: no callback starts after this is called; the one running (if
+    /// any) completes. Returns once the handler has been dropped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the handler is detached as soon as this is called; dropping the future
+    /// only stops the wait.
+    pub fn detach(mut self) -> impl Future<Output = ()> + Send + 'static {
+        self.stop = None;
+        let done = self.done.clone();
+        async move {
+            // Fails once the bridge's sender is dropped: that is the signal.
+            let _ = done.recv().await;
+        }
+    }
+
+    /// Whether the bridge has ended (connection closed and drained) and dropped the handler.
+    pub fn is_finished(&self) -> bool {
+        self.done.is_closed()
+    }
+
+    /// Waits until the bridge ends on its own: the connection closed and every channel's last
+    /// messages and close were delivered. The handler is then dropped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn finished(&self) {
+        let _ = self.done.recv().await;
+    }
+
+    /// Gives up the guard: the handler stays attached until the connection closes, as one
+    /// attached with the builder's [`handler`](crate::PeerConnectionBuilder::handler).
+    pub fn run_until_closed(mut self) {
+        if let Some(stop) = self.stop.take() {
+            // Fails only if the bridge has already ended.
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for HandlerBridge {
+    fn drop(&mut self) {
+        // Dropping the sender (if still here) is the stop signal.
+        self.stop = None;
+    }
+}
+
+impl fmt::Debug for HandlerBridge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerBridge")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+/// How a bridge is controlled from outside: `None`s for the builder's bridge, which runs
+/// until the connection closes.
+#[derive(Default)]
+struct Control {
+    /// Resolves `Err` when the guard is dropped (stop), `Ok` when it is given up (run on).
+    stop: Option<oneshot::Receiver<()>>,
+    /// Dropped after the handler.
+    done: Option<async_channel::Sender<()>>,
+}
+
+/// What the bridge loop does next.
+enum Next {
+    Item(Item),
+    Stop,
+    End,
 }
 
 /// One item of the bridge's merged stream.
@@ -365,8 +546,20 @@ enum ChannelItem {
 
 type BoxStream = Pin<Box<dyn Stream<Item = Item> + Send>>;
 
-/// The bridge loop: runs until the connection and all its channels are closed.
-async fn run<H: PeerConnectionEventHandler>(mut handler: H, inputs: BridgeInputs) {
+/// The bridge loop: runs until the connection and all its channels are closed, or until it
+/// is told to stop.
+async fn run<H: PeerConnectionEventHandler>(handler: H, inputs: BridgeInputs, control: Control) {
+    let Control { stop, done } = control;
+    drive(handler, inputs, stop).await;
+    // `drive` dropped the handler (and every stream it read) before this tells anyone.
+    drop(done);
+}
+
+async fn drive<H: PeerConnectionEventHandler>(
+    mut handler: H,
+    inputs: BridgeInputs,
+    mut stop: Option<oneshot::Receiver<()>>,
+) {
     let BridgeInputs {
         events,
         local_channels,
@@ -389,7 +582,30 @@ async fn run<H: PeerConnectionEventHandler>(mut handler: H, inputs: BridgeInputs
     // The event stream and the local-channel feed; both end when the connection closes.
     let mut sources = 2;
     let mut channels = 0usize;
-    while let Some(item) = streams.next().await {
+    loop {
+        // The stop signal first: once it is given, no item is taken from the streams (what
+        // is not taken stays with the connection).
+        let next = poll_fn(|cx| {
+            if let Some(rx) = &mut stop {
+                match rx.poll_unpin(cx) {
+                    Poll::Ready(Err(oneshot::Canceled)) => return Poll::Ready(Next::Stop),
+                    Poll::Ready(Ok(())) => stop = None, // run until the connection closes
+                    Poll::Pending => {}
+                }
+            }
+            streams
+                .poll_next_unpin(cx)
+                .map(|item| item.map_or(Next::End, Next::Item))
+        })
+        .await;
+        let item = match next {
+            Next::Item(item) => item,
+            Next::Stop => {
+                trace!("handler bridge detached");
+                return;
+            }
+            Next::End => break,
+        };
         match item {
             Item::Event(ev) => match ev {
                 PeerConnectionEvent::IceCandidate(c) => handler.on_ice_candidate(c).await,

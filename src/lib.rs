@@ -78,9 +78,47 @@
 //! # Ok(()) }
 //! ```
 //!
+//! `build()` binds `0.0.0.0:0`, which expands to one socket per interface address *except
+//! loopback and link-local*: two peers on one machine without a network find each other only
+//! with [`include_loopback(true)`](PeerConnectionBuilder::include_loopback) (or by binding
+//! `127.0.0.1:0`, as the examples do).
+//!
 //! Without trickle ICE, wait for [`PeerConnection::gathering_complete`] after
 //! `set_local_description` and send [`PeerConnection::local_description`], which then holds
 //! every local candidate.
+//!
+//! ## The `rtc` types you need
+//!
+//! The types a program passes to or gets from this crate's API are `rtc`'s own, and the ones
+//! every program touches are re-exported here at the crate root, so that one `use` line is
+//! enough:
+//!
+//! | what | types |
+//! |---|---|
+//! | signaling | [`RTCSessionDescription`], [`RTCSdpType`], [`RTCIceCandidateInit`], [`RTCIceCandidateType`] |
+//! | configuration | [`RTCConfiguration`], [`RTCConfigurationBuilder`], [`RTCIceServer`], [`RTCIceTransportPolicy`], [`RTCOfferOptions`], [`RTCAnswerOptions`] |
+//! | engines | [`SettingEngine`], [`SettingEngineBuilder`], [`SctpMaxMessageSize`], [`MediaEngine`], [`MulticastDnsMode`] |
+//! | states | [`RTCPeerConnectionState`], [`RTCSignalingState`], [`RTCIceConnectionState`], [`RTCIceGatheringState`] |
+//! | data channels | [`RTCDataChannelInit`] |
+//!
+//! Everything else of `rtc` (codecs, RTP and RTCP packets, statistics) stays under
+//! [`rtc`], re-exported whole, at the version this crate is built with.
+//!
+//! ```
+//! use webrtc_streams::{
+//!     PeerConnection, RTCConfigurationBuilder, RTCIceServer, RTCSdpType, RTCSessionDescription,
+//! };
+//!
+//! let config = RTCConfigurationBuilder::new()
+//!     .with_ice_servers(vec![RTCIceServer {
+//!         urls: vec!["stun:stun.l.google.com:19302".to_owned()],
+//!         ..Default::default()
+//!     }])
+//!     .build();
+//! let builder = PeerConnection::builder().configuration(config);
+//! # let _ = builder;
+//! # fn answer_of(desc: &RTCSessionDescription) -> bool { desc.sdp_type == RTCSdpType::Answer }
+//! ```
 //!
 //! ## The driver and time
 //!
@@ -119,7 +157,8 @@
 //! and errors. Their code is compiled by `cargo test --doc`.
 //!
 //! An optional push API sits on top of the same streams: implement
-//! [`PeerConnectionEventHandler`] and pass it to [`PeerConnectionBuilder::handler`].
+//! [`PeerConnectionEventHandler`] and pass it to [`PeerConnectionBuilder::handler`], or attach
+//! it to a running connection with [`HandlerBridge::attach`].
 //!
 //! ## Errors and panics
 //!
@@ -183,6 +222,42 @@ pub mod __live {
     }
 }
 
+/// The multicast ring of [`stream`], for `benches/multicast.rs`. Not a stable API.
+#[doc(hidden)]
+pub mod __bench {
+    use std::task::{Context, Poll};
+
+    /// A multicast queue (see [`EventStream`](crate::EventStream)).
+    pub struct Multicast<T>(crate::stream::Multicast<T>);
+
+    /// One subscriber of a [`Multicast`].
+    pub struct Receiver<T>(crate::stream::Receiver<T>);
+
+    impl<T: Clone> Multicast<T> {
+        /// A queue holding at most `capacity` unread items.
+        pub fn new(capacity: usize) -> Self {
+            Self(crate::stream::Multicast::new(capacity))
+        }
+
+        /// Publishes to every subscriber; never waits.
+        pub fn publish(&self, item: T) {
+            self.0.publish(item)
+        }
+
+        /// A new subscriber.
+        pub fn subscribe(&self) -> Receiver<T> {
+            Receiver(self.0.subscribe())
+        }
+    }
+
+    impl<T: Clone> Receiver<T> {
+        /// The next item, `Err(missed)` after an overflow, `None` once closed.
+        pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, u64>>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}
+
 pub use channel_io::{ByteReader, ByteStream, ByteWriter, MessageSink};
 pub use data_channel::{DataChannel, DataChannelEvent, DataChannelMessage, MessageStream};
 pub use error::{CloseReason, Error, IceServerError, Result};
@@ -193,11 +268,29 @@ pub use peer_connection::{
     PeerConnectionBuilder,
 };
 pub use rtc;
+// The `rtc` types every program touches, at the crate root (see "The `rtc` types you need").
+pub use data_channel::RTCDataChannelInit;
+pub use rtc::{
+    ice::mdns::MulticastDnsMode,
+    peer_connection::{
+        configuration::{
+            RTCAnswerOptions, RTCConfiguration, RTCConfigurationBuilder, RTCIceTransportPolicy,
+            RTCOfferOptions,
+            media_engine::MediaEngine,
+            setting_engine::{SctpMaxMessageSize, SettingEngine, SettingEngineBuilder},
+        },
+        sdp::{RTCSdpType, RTCSessionDescription},
+        state::{
+            RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSignalingState,
+        },
+        transport::{RTCIceCandidateInit, RTCIceCandidateType, RTCIceServer},
+    },
+};
 pub use shared::counters::{FilterStats, SocketStats};
 pub use stream::EventStream;
 
 mod handler;
-pub use handler::PeerConnectionEventHandler;
+pub use handler::{HandlerBridge, PeerConnectionEventHandler};
 pub use peer_connection::WeakPeerConnection;
 
 /// The guides under `docs/`, included so that `cargo test --doc` compiles their code.

@@ -860,6 +860,37 @@ pub(crate) struct BridgeInputs {
     pub(crate) conn: WeakPeerConnection,
 }
 
+impl BridgeInputs {
+    /// Subscribes a new bridge to the connection's events and locally created channels.
+    fn subscribe(inner: &Arc<ConnHandle>) -> Self {
+        let (events, local_channels) = {
+            let mut hub = lock(&inner.shared.hub);
+            let events = event::events(&mut hub, Arc::downgrade(inner));
+            (events, hub.local_channels())
+        };
+        // Made outside the lock: the caller runs the application's `make` closure next.
+        BridgeInputs {
+            events,
+            local_channels: Box::pin(local_channels.map(ChannelWatch::announced)),
+            conn: WeakPeerConnection::new(Arc::downgrade(inner)),
+        }
+    }
+}
+
+impl PeerConnection {
+    /// What a handler bridge attached to this running connection needs, and the runtime to
+    /// run it on.
+    pub(crate) fn bridge_inputs(&self) -> Result<(BridgeInputs, Arc<dyn Runtime>)> {
+        let shared = &self.inner.shared;
+        match &self.inner.runtime {
+            Some(runtime) if !shared.is_closed() => {
+                Ok((BridgeInputs::subscribe(&self.inner), runtime.clone()))
+            }
+            _ => Err(shared.closed()),
+        }
+    }
+}
+
 impl fmt::Debug for WeakPeerConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WeakPeerConnection")
@@ -878,6 +909,25 @@ impl fmt::Debug for PeerConnection {
 }
 
 /// Configures and builds a [`PeerConnection`].
+///
+/// # Defaults
+///
+/// What `PeerConnection::builder().build()` gives without further settings:
+///
+/// - **sockets**: one UDP socket per interface address, from binding `0.0.0.0:0`
+///   ([`bind`](Self::bind)); loopback and link-local addresses are left out unless
+///   [`include_loopback(true)`](Self::include_loopback), so two peers on a machine without a
+///   network need it (or bind `127.0.0.1:0`);
+/// - **mDNS**: [`MulticastDnsMode::QueryOnly`] ([`mdns`](Self::mdns)): remote `.local`
+///   candidates (what browsers signal) are resolved; our own candidates carry plain
+///   addresses;
+/// - **data channels**: a largest message of 64 KiB (`rtc`'s default, advertised to the peer
+///   as `a=max-message-size:65536`; raise it with the setting engine, see
+///   [`DataChannel`]'s "Message size"), a send high-water mark of 1 MiB, a receive budget of
+///   2 MiB per connection;
+/// - **ICE**: no STUN or TURN server ([`configuration`](Self::configuration)), UDP only
+///   ([`ice_tcp`](Self::ice_tcp)), the pair waits of [`default_settings`](Self::default_settings);
+/// - **runtime**: Tokio with `runtime-tokio` ([`runtime`](Self::runtime)).
 ///
 /// ```no_run
 /// # async fn f() -> webrtc_streams::Result<()> {
@@ -1281,7 +1331,18 @@ impl PeerConnectionBuilder {
         self
     }
 
-    /// Whether an unspecified bind address also expands to loopback interfaces.
+    /// Whether an unspecified bind address also expands to loopback interfaces (default:
+    /// no). Without it, the default `0.0.0.0:0` gives no loopback candidate, and two peers on
+    /// a host without a network (a container, CI) cannot connect.
+    ///
+    /// ```no_run
+    /// # async fn f() -> webrtc_streams::Result<()> {
+    /// let pc = webrtc_streams::PeerConnection::builder()
+    ///     .include_loopback(true)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn include_loopback(mut self, yes: bool) -> Self {
         self.include_loopback = yes;
         self
@@ -1603,19 +1664,9 @@ impl PeerConnectionBuilder {
             runtime: Some(runtime.clone()),
         });
         // Subscribed before the driver runs: the handler misses nothing.
-        let bridge = self.bridge.map(|start| {
-            let (events, local_channels) = {
-                let mut hub = lock(&shared.hub);
-                let events = event::events(&mut hub, Arc::downgrade(&inner));
-                (events, hub.local_channels())
-            };
-            // Not under the lock: `start` runs the application's `make` closure.
-            start(BridgeInputs {
-                events,
-                local_channels: Box::pin(local_channels.map(ChannelWatch::announced)),
-                conn: WeakPeerConnection::new(Arc::downgrade(&inner)),
-            })
-        });
+        let bridge = self
+            .bridge
+            .map(|start| start(BridgeInputs::subscribe(&inner)));
         runtime.spawn(Box::pin(driver));
         if let Some(bridge) = bridge {
             runtime.spawn(bridge);

@@ -1,10 +1,12 @@
-//! 10,000 messages echoed in order, every one verified by sequence number and checksum.
+//! 10,000 messages echoed in order (with `send_message`), every one verified by sequence number
+//! and checksum.
 
 mod common;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::*;
 use futures::StreamExt;
+use webrtc_streams::{DataChannelMessage, Error};
 
 const COUNT: u32 = 10_000;
 
@@ -30,16 +32,11 @@ async fn ten_thousand_messages_echo_in_order() {
     init_log();
     let (a, b, dc_a, dc_b) = pair_with_channel("echo", Default::default()).await;
 
-    // b echoes everything back, text as text and binary as binary.
+    // b echoes everything back as it came, text as text and binary as binary.
     let echo = tokio::spawn(async move {
         let mut msgs = dc_b.messages();
         while let Some(m) = msgs.next().await {
-            let r = if m.is_string {
-                dc_b.send_text(m.text().unwrap().to_owned()).await
-            } else {
-                dc_b.send(m.data).await
-            };
-            if r.is_err() {
+            if dc_b.send_message(m).await.is_err() {
                 break;
             }
         }
@@ -78,5 +75,40 @@ async fn ten_thousand_messages_echo_in_order() {
     sender.await.unwrap();
     a.close().await.unwrap();
     within("echo task ends", echo).await.unwrap();
+    b.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn send_message_refuses_text_that_is_not_utf8_and_the_channel_goes_on() {
+    init_log();
+    let (a, b, dc_a, dc_b) = pair_with_channel("utf8", Default::default()).await;
+    let bad = DataChannelMessage {
+        is_string: true,
+        data: Bytes::from_static(&[b'o', b'k', 0xff, 0xfe]),
+    };
+    let r = within("refused send", dc_a.send_message(bad)).await;
+    assert!(matches!(r, Err(Error::InvalidUtf8)), "{r:?}");
+    assert_eq!(dc_a.buffered_amount(), 0, "nothing was queued");
+
+    let text = DataChannelMessage {
+        is_string: true,
+        data: Bytes::from("h\u{e9}llo \u{1f600}"),
+    };
+    let binary = DataChannelMessage {
+        is_string: false,
+        data: Bytes::from_static(&[0xff, 0, 1]),
+    };
+    within("sends", async {
+        dc_a.send_message(text).await.unwrap();
+        dc_a.send_message(binary).await.unwrap();
+    })
+    .await;
+    let mut msgs = dc_b.messages();
+    let first = within("text", msgs.next()).await.unwrap();
+    assert_eq!(first.text(), Some("h\u{e9}llo \u{1f600}"));
+    let second = within("binary", msgs.next()).await.unwrap();
+    assert!(!second.is_string);
+    assert_eq!(&second.data[..], &[0xff, 0, 1]);
+    a.close().await.unwrap();
     b.close().await.unwrap();
 }

@@ -1,5 +1,7 @@
 //! The handler bridge: callbacks in order, a slow handler stalls nothing, callbacks may call
-//! back into the connection, and the handler is dropped when the connection ends.
+//! back into the connection, and the handler is dropped when the connection ends; attached
+//! to a running connection with `HandlerBridge`, it sees what happens from then on, in
+//! order, until it is detached.
 
 mod common;
 
@@ -15,7 +17,7 @@ use common::*;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use webrtc_streams::{
-    DataChannel, DataChannelMessage, PeerConnection, PeerConnectionEvent,
+    DataChannel, DataChannelMessage, Error, HandlerBridge, PeerConnection, PeerConnectionEvent,
     PeerConnectionEventHandler, WeakPeerConnection,
     rtc::peer_connection::{
         sdp::RTCSessionDescription,
@@ -718,4 +720,194 @@ async fn slow_handler_is_told_what_it_missed() {
             .any(|e| is_connection_entry(e) && !e.starts_with("lagged:")),
         "{entries:?}"
     );
+}
+
+// ---- HandlerBridge::attach ----------------------------------------------------------------
+
+/// Sends `count` text messages `<prefix><i>` on `dc`.
+async fn send_numbered(dc: &DataChannel, prefix: &str, count: usize) {
+    for i in 0..count {
+        within("send", dc.send_text(format!("{prefix}{i}")))
+            .await
+            .unwrap();
+    }
+}
+
+/// Attached after the connection is up, the handler gets the channels announced from then
+/// on (a remote one and one created locally), each open, messages in order, close; the
+/// connection's state changes from then on in legal order; nothing of the channel that
+/// existed before, whose messages stay with its own reader. The bridge ends when the
+/// connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attached_after_connect_sees_what_follows_in_order() {
+    init_log();
+    let log = Log::new();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (a, b, before_a, before_b) = pair_with_channel("before", Default::default()).await;
+    let mut a_incoming = a.data_channels();
+    let bridge = HandlerBridge::attach(&b, Recorder::new(&log, &drops)).expect("attach");
+    assert!(!bridge.is_finished());
+
+    let remote = a
+        .create_data_channel("remote", Default::default())
+        .await
+        .unwrap();
+    let _local = b
+        .create_data_channel("local", Default::default())
+        .await
+        .unwrap();
+    let local_on_a = within("local channel on a", a_incoming.next())
+        .await
+        .expect("channel");
+    within("remote open", remote.opened()).await.unwrap();
+    within("local open", local_on_a.opened()).await.unwrap();
+    send_numbered(&remote, "r", 50).await;
+    send_numbered(&local_on_a, "l", 50).await;
+    send_numbered(&before_a, "b", 3).await;
+    log.wait_for("msg:remote:r49").await;
+    log.wait_for("msg:local:l49").await;
+
+    // The channel from before is not the handler's: its reader gets its messages.
+    let mut before_msgs = before_b.messages();
+    for i in 0..3 {
+        let m = within("before message", before_msgs.next()).await.unwrap();
+        assert_eq!(m.text(), Some(format!("b{i}").as_str()));
+    }
+
+    within("close a", a.close()).await.unwrap();
+    within("bridge ends with the connection", bridge.finished()).await;
+    assert!(bridge.is_finished());
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+
+    let entries = log.entries();
+    assert!(
+        !entries.iter().any(|e| e.contains("before")),
+        "the channel from before reached the handler: {entries:?}"
+    );
+    for label in ["remote", "local"] {
+        let mine: Vec<&str> = entries
+            .iter()
+            .map(String::as_str)
+            .filter(|e| e.ends_with(&format!(":{label}")) || e.contains(&format!(":{label}:")))
+            .collect();
+        let prefix = if label == "remote" { "r" } else { "l" };
+        let mut expected = Vec::new();
+        if label == "remote" {
+            expected.push("dc:remote".to_owned());
+        }
+        expected.push(format!("open:{label}"));
+        expected.extend((0..50).map(|i| format!("msg:{label}:{prefix}{i}")));
+        expected.push(format!("close:{label}"));
+        assert_eq!(mine, expected, "{label}");
+    }
+    // Attached while Connected: state callbacks are changes from there, in legal order.
+    let states = with_prefix(&entries, "conn:");
+    assert_eq!(states.last(), Some(&"Closed"), "{entries:?}");
+    assert!(!states.contains(&"New") && !states.contains(&"Connecting"));
+    let mut prev = "Connected";
+    for &s in &states {
+        assert!(
+            matches!(
+                (prev, s),
+                (_, "Closed")
+                    | ("Connected", "Disconnected" | "Failed")
+                    | ("Disconnected", "Failed")
+            ),
+            "{prev} -> {s} in {states:?}"
+        );
+        prev = s;
+    }
+    assert_eq!(entries.last().map(String::as_str), Some("dropped"));
+    within("close b", b.close()).await.unwrap();
+}
+
+/// `detach().await` returns once the handler is dropped; nothing reaches it after that;
+/// messages it did not take wait in the inbox for another reader. A second handler attached
+/// later sees the channels created after it.
+#[tokio::test]
+async fn detach_stops_delivery() {
+    init_log();
+    let log = Log::new();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (a, b, _before_a, _before_b) = pair_with_channel("before", Default::default()).await;
+    let mut b_incoming = b.data_channels();
+    let bridge = HandlerBridge::attach(&b, Recorder::new(&log, &drops)).expect("attach");
+
+    let x = a
+        .create_data_channel("x", Default::default())
+        .await
+        .unwrap();
+    let x_on_b = within("x on b", b_incoming.next()).await.expect("channel");
+    x.send_text("m0").await.unwrap();
+    log.wait_for("msg:x:m0").await;
+
+    within("detach", bridge.detach()).await;
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        1,
+        "dropped when detach returns"
+    );
+    let seen = log.entries().len();
+    assert_eq!(log.entries().last().map(String::as_str), Some("dropped"));
+
+    x.send_text("m1").await.unwrap();
+    let mut x_msgs = x_on_b.messages();
+    let m = within("m1 for the stream reader", x_msgs.next())
+        .await
+        .unwrap();
+    assert_eq!(m.text(), Some("m1"), "m0 went to the handler, m1 stays");
+
+    // A second handler, attached after the first left, gets a channel created now.
+    let log2 = Log::new();
+    let drops2 = Arc::new(AtomicUsize::new(0));
+    let second = HandlerBridge::attach(&b, Recorder::new(&log2, &drops2)).expect("attach again");
+    let _y = b
+        .create_data_channel("y", Default::default())
+        .await
+        .unwrap();
+    log2.wait_for("open:y").await;
+    drop(second);
+    dropped_once(&drops2).await;
+
+    within("close b", b.close()).await.unwrap();
+    within("close a", a.close()).await.unwrap();
+    // Give a stray callback the time it would need to show up.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(log.entries().len(), seen, "{:?}", log.entries());
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+}
+
+/// `run_until_closed` keeps the handler attached without a guard until the connection
+/// closes; a closed connection refuses a new handler.
+#[tokio::test]
+async fn run_until_closed_and_attach_to_a_closed_connection() {
+    init_log();
+    let log = Log::new();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (a, b, _dc_a, _dc_b) = pair_with_channel("chat", Default::default()).await;
+    HandlerBridge::attach(&b, Recorder::new(&log, &drops))
+        .expect("attach")
+        .run_until_closed();
+    let z = a
+        .create_data_channel("z", Default::default())
+        .await
+        .unwrap();
+    log.wait_for("open:z").await;
+    z.send_text("still here").await.unwrap();
+    log.wait_for("msg:z:still here").await;
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+
+    within("close b", b.close()).await.unwrap();
+    dropped_once(&drops).await;
+    let entries = log.entries();
+    assert!(Log::pos(&entries, "conn:Closed") < Log::pos(&entries, "dropped"));
+
+    let made = Arc::new(AtomicBool::new(false));
+    let r = HandlerBridge::attach_with(&b, |_| {
+        made.store(true, Ordering::SeqCst);
+        Recorder::new(&log, &drops)
+    });
+    assert!(matches!(r, Err(Error::Closed(_))), "{r:?}");
+    assert!(!made.load(Ordering::SeqCst), "make is not called");
+    within("close a", a.close()).await.unwrap();
 }

@@ -19,8 +19,11 @@ use rtc::{
     statistics::report::RTCStatsReport,
 };
 
-use super::{channel::DcShared, media::SenderShared};
-use crate::error::Result;
+use super::{
+    channel::{DataChannelMessage, DcShared},
+    media::SenderShared,
+};
+use crate::error::{Error, Result};
 
 /// The answer to a command.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
@@ -146,6 +149,18 @@ pub(crate) enum Payload {
 }
 
 impl Payload {
+    /// The payload that sends `msg` as it is: its buffer is reused for text when it is the
+    /// only reference (`Vec::from(Bytes)` moves it), after the UTF-8 check a `String` needs.
+    pub(crate) fn of(msg: DataChannelMessage) -> Result<Self> {
+        if msg.is_string {
+            String::from_utf8(Vec::from(msg.data))
+                .map(Payload::Text)
+                .map_err(|_| Error::InvalidUtf8)
+        } else {
+            Ok(Payload::Binary(msg.data))
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         match self {
             Payload::Binary(b) => b.len(),
@@ -156,6 +171,45 @@ impl Payload {
 
 #[cfg(test)]
 mod tests {
+    use bytes::{Bytes, BytesMut};
+
+    use super::Payload;
+    use crate::{data_channel::DataChannelMessage, error::Error};
+
+    /// A received text message (frozen from the core's `BytesMut`, the only reference) is
+    /// sent on in its own buffer; binary keeps its `Bytes`.
+    #[test]
+    fn payload_of_a_message_reuses_its_buffer() {
+        let data = BytesMut::from("echo \u{e9}\u{e9}").freeze();
+        let ptr = data.as_ptr();
+        let Payload::Text(s) = Payload::of(DataChannelMessage {
+            is_string: true,
+            data,
+        })
+        .unwrap() else {
+            panic!("text expected")
+        };
+        assert_eq!(s, "echo \u{e9}\u{e9}");
+        assert_eq!(s.as_ptr(), ptr, "no copy");
+
+        let data = BytesMut::from(&[1u8, 2, 3][..]).freeze();
+        let ptr = data.as_ptr();
+        let Payload::Binary(b) = Payload::of(DataChannelMessage {
+            is_string: false,
+            data,
+        })
+        .unwrap() else {
+            panic!("binary expected")
+        };
+        assert_eq!(b.as_ptr(), ptr);
+
+        let bad = DataChannelMessage {
+            is_string: true,
+            data: Bytes::from_static(b"\xc3("),
+        };
+        assert!(matches!(Payload::of(bad), Err(Error::InvalidUtf8)));
+    }
+
     /// Every slot of the bounded command queue is allocated up front: keep commands small.
     #[test]
     fn commands_are_small() {

@@ -65,9 +65,10 @@ pub(crate) struct Hub {
     pub(crate) data_channels: Multicast<Raw>,
     pub(crate) negotiation: Multicast<Raw>,
     pub(crate) tracks: Multicast<Raw>,
-    /// Locally created channels, for the handler bridge only (it must see every channel; the
-    /// events announce remote ones). Lossless: one entry per channel created.
-    local_channels: Option<async_channel::Sender<Announced>>,
+    /// Locally created channels, for the handler bridges only (one feed per bridge: a bridge
+    /// must see every channel; the events announce remote ones). Lossless: one entry per
+    /// channel created.
+    local_channels: Vec<async_channel::Sender<Announced>>,
     /// What was published while nobody listened, oldest first.
     held: VecDeque<Raw>,
     /// Held items dropped because the hold was full, not yet reported, per [`Kind`].
@@ -115,7 +116,7 @@ impl Hub {
             data_channels: Multicast::new(capacity),
             negotiation: Multicast::new(capacity),
             tracks: Multicast::new(capacity),
-            local_channels: None,
+            local_channels: Vec::new(),
             held: VecDeque::new(),
             held_lost: [0; 3],
             capacity: capacity.max(1),
@@ -242,21 +243,28 @@ impl Hub {
         ] {
             m.close();
         }
-        if let Some(tx) = &self.local_channels {
+        for tx in &self.local_channels {
             tx.close();
         }
     }
 
-    /// Starts the feed of locally created channels for the handler bridge.
+    /// Starts a feed of locally created channels for a new handler bridge; it ends at once
+    /// if the hub is closed.
     pub(crate) fn local_channels(&mut self) -> async_channel::Receiver<Announced> {
         let (tx, rx) = async_channel::unbounded();
-        self.local_channels = Some(tx);
+        // Feeds of bridges that ended (detached handlers) are forgotten here.
+        self.local_channels.retain(|tx| !tx.is_closed());
+        if self.all.is_closed() {
+            tx.close();
+        } else {
+            self.local_channels.push(tx);
+        }
         rx
     }
 
-    /// Tells the handler bridge, if there is one, about a channel created locally.
+    /// Tells the handler bridges, if there are any, about a channel created locally.
     pub(crate) fn announce_local_channel(&self, dc: &Arc<DcShared>) {
-        if let Some(tx) = &self.local_channels {
+        for tx in &self.local_channels {
             // Fails only once the bridge is gone: then nobody needs it.
             let _ = tx.try_send(Announced::new(dc.clone(), false));
         }
