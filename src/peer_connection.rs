@@ -678,7 +678,8 @@ impl PeerConnection {
     /// this stream or [`events`](Self::events) was held, with the messages it received since,
     /// and this subscriber receives it first. At most the event capacity
     /// ([`PeerConnectionBuilder::event_capacity`]) of them are held; beyond it the oldest are
-    /// dropped and counted in [`EventStream::missed`]. While a held channel waits, its
+    /// dropped, counted in [`EventStream::missed`] and closed (so the remote peer sees
+    /// them close rather than stay open with no reader). While a held channel waits, its
     /// messages count against the [receive budget](PeerConnectionBuilder::receive_budget), so
     /// a connection that gets remote channels should subscribe and drop those it does not
     /// want.
