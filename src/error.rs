@@ -48,8 +48,10 @@ pub enum CloseReason {
     /// SHUTDOWN of the association, arrived (what a peer's `close()` sends).
     #[error("closed by the remote peer")]
     Remote,
-    /// The DTLS handshake failed (for example, a certificate that does not match the
-    /// fingerprint of the remote description).
+    /// The DTLS handshake failed, or had not completed 30 s after ICE connected (for example,
+    /// a certificate that does not match the fingerprint of the remote description, or a
+    /// peer that gave up): the connection went `Failed` and closed at once (an ICE restart
+    /// would not run the handshake again).
     #[error("DTLS handshake failed")]
     DtlsFailed,
 }

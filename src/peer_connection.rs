@@ -13,8 +13,10 @@ use std::{
 use futures::{Stream, StreamExt};
 use rtc::peer_connection::{
     RTCPeerConnectionBuilder,
+    certificate::RTCCertificate,
     configuration::{
-        RTCAnswerOptions, RTCConfiguration, RTCIceTransportPolicy, RTCOfferOptions,
+        RTCAnswerOptions, RTCConfiguration, RTCConfigurationBuilder, RTCIceTransportPolicy,
+        RTCOfferOptions,
         interceptor_registry::{Registry, register_default_interceptors},
         media_engine::MediaEngine,
         setting_engine::{SettingEngine, SettingEngineBuilder},
@@ -676,7 +678,8 @@ impl PeerConnection {
     /// this stream or [`events`](Self::events) was held, with the messages it received since,
     /// and this subscriber receives it first. At most the event capacity
     /// ([`PeerConnectionBuilder::event_capacity`]) of them are held; beyond it the oldest are
-    /// dropped and counted in [`EventStream::missed`]. While a held channel waits, its
+    /// dropped, counted in [`EventStream::missed`] and closed (so the remote peer sees
+    /// them close rather than stay open with no reader). While a held channel waits, its
     /// messages count against the [receive budget](PeerConnectionBuilder::receive_budget), so
     /// a connection that gets remote channels should subscribe and drop those it does not
     /// want.
@@ -962,6 +965,7 @@ pub struct PeerConnectionBuilder {
     nat_1to1: Option<(Vec<IpAddr>, RTCIceCandidateType)>,
     ice_tcp: bool,
     ice_udp: bool,
+    certificate: Option<RTCCertificate>,
     bridge: Option<Starter>,
 }
 
@@ -984,6 +988,23 @@ pub const MAX_SESSION_DESCRIPTION_SIZE: usize = 1 << 20;
 /// assert_eq!(webrtc_streams::MAX_CANDIDATE_SIZE, 4096);
 /// ```
 pub const MAX_CANDIDATE_SIZE: usize = 4096;
+
+/// `configuration` with `certificate` as its only certificate (the core's configuration has
+/// no setter: rebuilt field by field).
+fn with_certificate(
+    configuration: &RTCConfiguration,
+    certificate: RTCCertificate,
+) -> RTCConfiguration {
+    RTCConfigurationBuilder::new()
+        .with_ice_servers(configuration.ice_servers().to_vec())
+        .with_ice_transport_policy(configuration.ice_transport_policy())
+        .with_bundle_policy(configuration.bundle_policy())
+        .with_rtcp_mux_policy(configuration.rtcp_mux_policy())
+        .with_peer_identitys(configuration.peer_identity().to_owned())
+        .with_ice_candidate_pool_size(configuration.ice_candidate_pool_size())
+        .with_certificates(vec![certificate])
+        .build()
+}
 
 fn check_size(desc: &RTCSessionDescription) -> Result<()> {
     if desc.sdp.len() > MAX_SESSION_DESCRIPTION_SIZE {
@@ -1022,6 +1043,7 @@ impl Default for PeerConnectionBuilder {
             nat_1to1: None,
             ice_tcp: false,
             ice_udp: true,
+            certificate: None,
             bridge: None,
         }
     }
@@ -1038,6 +1060,7 @@ impl fmt::Debug for PeerConnectionBuilder {
             .field("nat_1to1", &self.nat_1to1)
             .field("ice_tcp", &self.ice_tcp)
             .field("ice_udp", &self.ice_udp)
+            .field("certificate", &self.certificate.is_some())
             .field("handler", &self.bridge.is_some())
             .finish_non_exhaustive()
     }
@@ -1373,6 +1396,45 @@ impl PeerConnectionBuilder {
         self
     }
 
+    /// The DTLS certificate of this connection, in place of a new one generated for it (and
+    /// in place of the [`configuration`](Self::configuration)'s certificates).
+    ///
+    /// A certificate generated once, saved as PEM and given to every connection keeps the
+    /// `a=fingerprint` of their descriptions the same: a server whose peers pin its
+    /// fingerprint, or that signs it, needs that. The certificate carries its expiry; the
+    /// connection refuses an expired one ([`Error::InvalidOperation`] from
+    /// [`build`](Self::build)).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use webrtc_streams::{
+    ///     PeerConnection,
+    ///     rtc::{
+    ///         crypto::{self, SignatureScheme},
+    ///         peer_connection::certificate::{CertificateParams, RTCCertificate},
+    ///     },
+    /// };
+    /// let provider = crypto::default_provider()?;
+    /// // Once: generate it and keep the PEM (private key included) somewhere safe.
+    /// let generated = RTCCertificate::generate(
+    ///     provider.crypto(),
+    ///     SignatureScheme::EcdsaP256Sha256,
+    ///     CertificateParams::new(vec!["webrtc".to_owned()])?,
+    /// )?;
+    /// let pem = generated.serialize_pem()?;
+    /// // At every start: read it back and give it to each connection.
+    /// let certificate = RTCCertificate::from_pem(&pem, provider.crypto())?;
+    /// let pc = PeerConnection::builder()
+    ///     .certificate(certificate)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn certificate(mut self, certificate: RTCCertificate) -> Self {
+        self.certificate = Some(certificate);
+        self
+    }
+
     /// How many events a subscriber may fall behind before it misses some (default 1024).
     pub fn event_capacity(mut self, events: usize) -> Self {
         self.event_capacity = events.max(1);
@@ -1614,8 +1676,12 @@ impl PeerConnectionBuilder {
                 );
             }
         }
+        let configuration = match self.certificate {
+            Some(certificate) => with_certificate(&self.configuration, certificate),
+            None => self.configuration,
+        };
         let core = RTCPeerConnectionBuilder::new()
-            .with_configuration(self.configuration)
+            .with_configuration(configuration)
             .with_setting_engine(setting_engine)
             .with_media_engine(media_engine)
             .with_interceptor_registry(DeliverRtcp::install(interceptors.unwrap_or_default()))

@@ -61,6 +61,10 @@ pub(super) struct Channels {
     parked: Option<(RTCDataChannelId, DataChannelMessage)>,
     /// Remote channels closed at once because [`MAX_DATA_CHANNELS`] were open.
     refused: u64,
+    /// Remote channels dropped from the hold unannounced (nobody subscribed while more than
+    /// the event capacity of them opened): closed at the next round, so the remote peer
+    /// learns that nobody will read them.
+    unclaimed: Vec<RTCDataChannelId>,
 }
 
 struct Channel {
@@ -84,6 +88,7 @@ impl Channels {
             busy: Vec::new(),
             parked: None,
             refused: 0,
+            unclaimed: Vec::new(),
         }
     }
 
@@ -105,8 +110,17 @@ impl Channels {
         true
     }
 
-    fn publish(&self, raw: Raw) {
-        lock(&self.shared.hub).publish(raw);
+    fn publish(&mut self, raw: Raw) {
+        let dropped = lock(&self.shared.hub).publish(raw);
+        if let Some(Raw::DataChannel(dc)) = dropped {
+            if self.unclaimed.is_empty() {
+                debug!(
+                    "remote channel {} dropped unannounced from the hold: closing it",
+                    dc.id
+                );
+            }
+            self.unclaimed.push(dc.id);
+        }
     }
 
     /// Creates a channel in the core and its shared state.
@@ -213,6 +227,9 @@ impl Channels {
     /// Starts the stream reset of closing channels whose sent data has all been delivered,
     /// and closes locally those past their deadline.
     pub(super) fn close_drained(&mut self, core: &mut RTCPeerConnection, now: Instant) {
+        for id in std::mem::take(&mut self.unclaimed) {
+            self.close(id, now);
+        }
         if self.closing.is_empty() && self.resetting.is_empty() {
             return;
         }
@@ -389,8 +406,8 @@ impl Channels {
             && self.register(core, id).is_some()
         {
             // A message overtook the channel's open event: announce the channel now.
-            if let Some(ch) = self.map.get(&id) {
-                self.publish(Raw::DataChannel(ch.dc.clone()));
+            if let Some(dc) = self.map.get(&id).map(|ch| ch.dc.clone()) {
+                self.publish(Raw::DataChannel(dc));
             }
         }
         let Some(ch) = self.map.get(&id) else {

@@ -101,6 +101,12 @@ const IDLE_ICE_TICK: Duration = Duration::from_secs(1);
 /// timer a received datagram starts once the handshakes are over.
 const IDLE_AFTER: Duration = Duration::from_secs(1);
 
+/// How long the DTLS handshake may take once ICE has connected. `rtc` reports no DTLS
+/// failure (a certificate that does not match the remote fingerprint, a peer that gave up):
+/// its handshake just stops. Past this the connection is `Failed` and closes
+/// ([`CloseReason::DtlsFailed`]); an ICE restart would not run the handshake again.
+pub(crate) const DTLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub(crate) struct DriverConfig {
     pub(crate) event_capacity: usize,
     pub(crate) high_water_mark: usize,
@@ -166,6 +172,8 @@ pub(crate) struct Driver {
     failed_timeout: Duration,
     /// While the connection is `Failed`: when it closes itself.
     failed: Option<Instant>,
+    /// While ICE is up and the DTLS handshake has not completed: when it is given up.
+    handshake: Option<Instant>,
     /// The connection has been `Connected` (so a later ICE failure is lost consent).
     was_connected: bool,
     /// The SCTP association has been up (so its end is the peer's doing).
@@ -231,6 +239,7 @@ impl Driver {
             kick_timeout: false,
             failed_timeout: config.failed_timeout,
             failed: None,
+            handshake: None,
             was_connected: false,
             sctp_was_up: false,
             finished: false,
@@ -650,6 +659,9 @@ impl Driver {
                     RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
                 );
                 self.ice_up = up;
+                if up && !self.was_connected && self.handshake.is_none() {
+                    self.handshake = Some(self.runtime.now() + DTLS_HANDSHAKE_TIMEOUT);
+                }
                 if up {
                     self.kick_timeout = true;
                     self.io.ice_connected(&mut self.core);
@@ -666,6 +678,9 @@ impl Driver {
                 self.failed = (s == RTCPeerConnectionState::Failed)
                     .then(|| self.runtime.now() + self.failed_timeout);
                 self.connected = s == RTCPeerConnectionState::Connected;
+                if s != RTCPeerConnectionState::Connecting {
+                    self.handshake = None;
+                }
                 if s == RTCPeerConnectionState::Connected {
                     self.was_connected = true;
                     // Connected means the DTLS handshake has completed.
@@ -780,12 +795,14 @@ impl Driver {
         let closing = self.channels.poll_timeout();
         let tcp = self.io.tcp.poll_timeout();
         let failed = self.failed;
+        let handshake = self.handshake;
         let Some(mut deadline) = core
             .into_iter()
             .chain(nat)
             .chain(closing)
             .chain(tcp)
             .chain(failed)
+            .chain(handshake)
             .min()
         else {
             self.timer_deadline = None;
@@ -893,6 +910,12 @@ impl Future for Driver {
                 let reason = this.failure();
                 debug!("failed for too long: closing ({reason})");
                 this.shutdown(cx, reason);
+                return Poll::Ready(());
+            }
+            if this.handshake.is_some_and(|deadline| now >= deadline) {
+                debug!("DTLS handshake not done {DTLS_HANDSHAKE_TIMEOUT:?} after ICE: failed");
+                this.publish(Raw::Connection(RTCPeerConnectionState::Failed));
+                this.shutdown(cx, CloseReason::DtlsFailed);
                 return Poll::Ready(());
             }
             progress |= this.io.nat.poll_lookups(cx, now);

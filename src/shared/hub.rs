@@ -52,7 +52,8 @@ pub(crate) struct States {
 /// reach a subscriber that subscribes after the call returned, as W3C's `icecandidate`
 /// events fire after it.) Held candidates are dropped when a new gathering starts and when
 /// the connection is up. At most the event capacity of each kind is held; beyond it the oldest is dropped
-/// and the taker learns how many it missed (as for any subscriber that falls behind).
+/// and the taker learns how many it missed (as for any subscriber that falls behind); the
+/// driver closes a remote channel dropped so ([`Hub::publish`] returns it).
 pub(crate) struct Hub {
     pub(crate) states: States,
     pub(crate) all: Multicast<Raw>,
@@ -147,20 +148,19 @@ impl Hub {
         (held, multicast(self).subscribe())
     }
 
-    /// Holds an item of a held kind that nobody listens for. Returns false if somebody does
-    /// (or it is not of a held kind).
-    fn hold(&mut self, raw: &Raw) -> bool {
-        let Some(kind) = Kind::of(raw) else {
-            return false;
-        };
+    /// Holds an item of a held kind that nobody listens for. Returns `None` if somebody does
+    /// (or it is not of a held kind), else what the hold dropped to make room, if anything.
+    fn hold(&mut self, raw: &Raw) -> Option<Option<Raw>> {
+        let kind = Kind::of(raw)?;
         let typed = match kind {
             Kind::DataChannel => &self.data_channels,
             Kind::Track => &self.tracks,
             Kind::Candidate => &self.candidates,
         };
         if self.all.has_subscribers() || typed.has_subscribers() {
-            return false;
+            return None;
         }
+        let mut dropped = None;
         if self
             .held
             .iter()
@@ -169,17 +169,19 @@ impl Hub {
             >= self.capacity
             && let Some(i) = self.held.iter().position(|r| Kind::of(r) == Some(kind))
         {
-            self.held.remove(i);
+            dropped = self.held.remove(i);
             self.held_lost[kind as usize] += 1;
         }
         self.held.push_back(raw.clone());
-        true
+        Some(dropped)
     }
 
     /// Records and fans out one event. State events that do not change the state are dropped.
-    pub(crate) fn publish(&mut self, raw: Raw) {
-        if self.hold(&raw) {
-            return;
+    /// Returns the item the hold dropped for this one, if it was full: nobody will ever
+    /// receive it (the caller closes a remote channel dropped so).
+    pub(crate) fn publish(&mut self, raw: Raw) -> Option<Raw> {
+        if let Some(dropped) = self.hold(&raw) {
+            return dropped;
         }
         let s = &mut self.states;
         let typed = match &raw {
@@ -187,7 +189,7 @@ impl Hub {
             Raw::IceCandidateError(_) => &self.candidate_errors,
             Raw::Connection(v) => {
                 if std::mem::replace(&mut s.connection, *v) == *v {
-                    return;
+                    return None;
                 }
                 if *v == RTCPeerConnectionState::Connected {
                     // Connected: the peer had what it needed; nobody asked for these.
@@ -198,19 +200,19 @@ impl Hub {
             }
             Raw::Signaling(v) => {
                 if std::mem::replace(&mut s.signaling, *v) == *v {
-                    return;
+                    return None;
                 }
                 &self.signaling
             }
             Raw::IceConnection(v) => {
                 if std::mem::replace(&mut s.ice_connection, *v) == *v {
-                    return;
+                    return None;
                 }
                 &self.ice_connection
             }
             Raw::IceGathering(v) => {
                 if std::mem::replace(&mut s.ice_gathering, *v) == *v {
-                    return;
+                    return None;
                 }
                 if *v == RTCIceGatheringState::Gathering {
                     // A new gathering: candidates of the previous one nobody took are stale.
@@ -225,6 +227,7 @@ impl Hub {
         };
         typed.publish(raw.clone());
         self.all.publish(raw);
+        None
     }
 
     /// Ends every stream (after what is already queued).
