@@ -585,7 +585,15 @@ async fn cloud_server_case(kind: RTCIceCandidateType) {
     };
     for (c, s, who) in [(&c1, &s1, "public client"), (&c2, &s2, "NATed client")] {
         let (sc, ss) = (selected(c, who).await, selected(s, "server").await);
-        assert_eq!(sc.remote, Some(end), "{who}: {sc:?}");
+        // The client reaches the public address; it may have learnt it from the server's
+        // check (peer-reflexive) before the trickled candidate arrived, which is the same
+        // address (the core keeps the first type it saw).
+        let remote = sc.remote.expect("remote end");
+        assert_eq!(remote.addr, end.addr, "{who}: {sc:?}");
+        assert!(
+            remote.typ == end.typ || remote.typ == RTCIceCandidateType::Prflx,
+            "{who}: {sc:?}"
+        );
         assert_eq!(
             ss.local.addr.map(|a| a.port()),
             Some(announced.port()),
