@@ -231,15 +231,19 @@ async fn peer_with_policy(
     servers: Vec<RTCIceServer>,
     policy: RTCIceTransportPolicy,
 ) -> PeerConnection {
-    rt.peer(move || {
-        PeerConnection::builder().configuration(
-            RTCConfigurationBuilder::new()
-                .with_ice_servers(servers)
-                .with_ice_transport_policy(policy)
-                .build(),
-        )
-    })
-    .await
+    rt.peer(move || PeerConnection::builder().configuration(ice_config(servers, policy)))
+        .await
+}
+
+/// A configuration with `servers` and `policy`.
+fn ice_config(
+    servers: Vec<RTCIceServer>,
+    policy: RTCIceTransportPolicy,
+) -> webrtc_streams::RTCConfiguration {
+    RTCConfigurationBuilder::new()
+        .with_ice_servers(servers)
+        .with_ice_transport_policy(policy)
+        .build()
 }
 
 /// Both peers behind endpoint-independent NATs, with a STUN server on the public network: the
@@ -503,12 +507,7 @@ async fn relay_only_peer(
     rt.peer(move || {
         let builder = PeerConnection::builder()
             .ice_server_timeout(Duration::from_secs(3))
-            .configuration(
-                RTCConfigurationBuilder::new()
-                    .with_ice_servers(servers)
-                    .with_ice_transport_policy(RTCIceTransportPolicy::Relay)
-                    .build(),
-            );
+            .configuration(ice_config(servers, RTCIceTransportPolicy::Relay));
         match ca {
             Some(ca) => builder.tls_root_certificates(ca),
             None => builder,
@@ -791,12 +790,7 @@ async fn a_restart_moves_the_call_to_an_address_that_appeared_after_build() {
 async fn quick_refresh_peer(rt: &NsRuntime, servers: Vec<RTCIceServer>) -> PeerConnection {
     rt.peer(move || {
         PeerConnection::builder()
-            .configuration(
-                RTCConfigurationBuilder::new()
-                    .with_ice_servers(servers)
-                    .with_ice_transport_policy(RTCIceTransportPolicy::Relay)
-                    .build(),
-            )
+            .configuration(ice_config(servers, RTCIceTransportPolicy::Relay))
             .setting_engine(
                 webrtc_streams::PeerConnectionBuilder::default_settings()
                     .with_turn_allocation_refresh_interval_cap(Duration::from_secs(1))
@@ -874,10 +868,7 @@ async fn turn_restart_case() {
     })
     .await;
 
-    let second = RTCConfigurationBuilder::new()
-        .with_ice_servers(vec![turn2.ice_server(&[turn2.turn_udp_url()])])
-        .with_ice_transport_policy(relay)
-        .build();
+    let second = ice_config(vec![turn2.ice_server(&[turn2.turn_udp_url()])], relay);
     a.set_configuration(second.clone())
         .await
         .expect("a: new servers");
