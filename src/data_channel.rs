@@ -28,6 +28,16 @@ use crate::{
 /// [`PeerConnectionBuilder::data_channel_high_water_mark`](crate::PeerConnectionBuilder::data_channel_high_water_mark).
 pub const DEFAULT_HIGH_WATER_MARK: usize = 1024 * 1024;
 
+/// What each buffered message counts against the [high-water mark](DataChannel::set_high_water_mark)
+/// on top of its bytes: about what the protocol core keeps per queued message.
+///
+/// ```
+/// use webrtc_streams::data_channel::{DEFAULT_HIGH_WATER_MARK, MESSAGE_OVERHEAD};
+/// // At most this many 8-byte messages wait in a channel's send buffer by default:
+/// assert_eq!(DEFAULT_HIGH_WATER_MARK / (8 + MESSAGE_OVERHEAD), 3_971);
+/// ```
+pub const MESSAGE_OVERHEAD: usize = crate::shared::channel::SEND_MESSAGE_OVERHEAD;
+
 /// How many bytes of received messages a connection holds for the readers of all its data
 /// channels together before it stops reading from SCTP, unless changed with
 /// [`PeerConnectionBuilder::receive_budget`](crate::PeerConnectionBuilder::receive_budget).
@@ -41,9 +51,12 @@ pub const DEFAULT_RECEIVE_BUDGET: usize = 2 * 1024 * 1024;
 ///
 /// # Back-pressure
 ///
-/// * **Sending**: [`send`](Self::send) waits while [`buffered_amount`](Self::buffered_amount)
-///   is above the [high-water mark](Self::set_high_water_mark), so a fast writer runs at the
-///   speed of the network with bounded memory.
+/// * **Sending**: [`send`](Self::send) waits while the buffered messages are above the
+///   [high-water mark](Self::set_high_water_mark), so a fast writer runs at the speed of the
+///   network with bounded memory. Each buffered message counts its bytes plus
+///   [`MESSAGE_OVERHEAD`] against the mark (the core keeps a record of about that size per
+///   message), so a megabyte of 8-byte messages is ~4,000 messages, not 131,072;
+///   [`buffered_amount`](Self::buffered_amount) itself counts bytes only, as in the W3C API.
 /// * **Receiving**: each channel has an inbox read through [`messages`](Self::messages), and
 ///   all inboxes of a connection share one bound, the
 ///   [receive budget](crate::PeerConnectionBuilder::receive_budget). When a reader stops
@@ -163,13 +176,15 @@ impl DataChannel {
         self.dc.low_threshold.store(threshold, Ordering::Release);
     }
 
-    /// The buffered amount above which [`send`](Self::send) waits.
+    /// The level above which [`send`](Self::send) waits: buffered bytes plus
+    /// [`MESSAGE_OVERHEAD`] per buffered message.
     pub fn high_water_mark(&self) -> usize {
         self.dc.high_water_mark.load(Ordering::Acquire)
     }
 
-    /// Sets the buffered amount above which [`send`](Self::send) waits. Larger values buy
-    /// throughput on long fat paths at the cost of memory.
+    /// Sets the level above which [`send`](Self::send) waits (buffered bytes plus
+    /// [`MESSAGE_OVERHEAD`] per buffered message). Larger values buy throughput on long fat
+    /// paths at the cost of memory.
     pub fn set_high_water_mark(&self, bytes: usize) {
         self.dc.high_water_mark.store(bytes, Ordering::Release);
         self.dc.writable.notify(usize::MAX);
@@ -333,7 +348,7 @@ impl DataChannel {
         if max != 0 && len > max {
             return Err(Error::MessageTooLarge { size: len, max });
         }
-        Ok(self.dc.buffered_amount() <= self.high_water_mark())
+        Ok(self.dc.buffered_cost() <= self.high_water_mark())
     }
 
     /// The messages received on this channel, in the order SCTP delivers them.
@@ -452,6 +467,7 @@ struct Reservation<'a> {
 impl<'a> Reservation<'a> {
     fn new(dc: &'a DcShared, len: usize) -> Self {
         dc.pending.fetch_add(len, Ordering::AcqRel);
+        dc.pending_messages.fetch_add(1, Ordering::AcqRel);
         Self { dc, len }
     }
 
@@ -464,6 +480,7 @@ impl<'a> Reservation<'a> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.dc.pending.fetch_sub(self.len, Ordering::AcqRel);
+        self.dc.pending_messages.fetch_sub(1, Ordering::AcqRel);
         // Senders waiting for room, and a close waiting for the buffer to drain, may go on.
         self.dc.writable.notify(usize::MAX);
         self.dc.driver_waker.wake();

@@ -2,7 +2,7 @@
 //! inboxes (within the connection's receive budget), send accounting, and close.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -73,6 +73,11 @@ struct Channel {
     last_buffered: usize,
     /// Listed in `Channels::busy`.
     busy: bool,
+    /// Bytes handed to the core so far, and where each message handed and not yet
+    /// acknowledged ends in that count: the messages in flight are those that end beyond what
+    /// the core has acknowledged (handed minus its buffered amount).
+    handed: u64,
+    in_flight: VecDeque<u64>,
 }
 
 impl Channels {
@@ -176,6 +181,8 @@ impl Channels {
                 dc: dc.clone(),
                 last_buffered: 0,
                 busy: false,
+                handed: 0,
+                in_flight: VecDeque::new(),
             },
         );
         Some(dc)
@@ -192,6 +199,12 @@ impl Channels {
         let len = payload.len();
         if let Some(ch) = self.map.get_mut(&id) {
             ch.dc.pending.fetch_sub(len, Ordering::AcqRel);
+            ch.dc.pending_messages.fetch_sub(1, Ordering::AcqRel);
+            ch.handed += len as u64;
+            ch.in_flight.push_back(ch.handed);
+            ch.dc
+                .outstanding_messages
+                .store(ch.in_flight.len(), Ordering::Release);
             if !ch.busy {
                 ch.busy = true;
                 self.busy.push(id);
@@ -448,7 +461,22 @@ impl Channels {
             let pending = ch.dc.pending.load(Ordering::Acquire);
             let outstanding = core.data_channel(*id).map_or(0, |d| d.outstanding_bytes());
             ch.dc.outstanding.store(outstanding, Ordering::Release);
+            let acked = ch.handed.saturating_sub(outstanding as u64);
+            let before = ch.in_flight.len();
+            while ch.in_flight.front().is_some_and(|&end| end <= acked) {
+                ch.in_flight.pop_front();
+            }
+            if ch.in_flight.is_empty() && ch.in_flight.capacity() > 1024 {
+                ch.in_flight = VecDeque::new(); // a burst's room, not kept while idle
+            }
+            ch.dc
+                .outstanding_messages
+                .store(ch.in_flight.len(), Ordering::Release);
             let buffered = pending + outstanding;
+            if ch.in_flight.len() < before && buffered >= ch.last_buffered {
+                // Only empty messages were acknowledged: room all the same.
+                ch.dc.writable.notify(usize::MAX);
+            }
             if buffered < ch.last_buffered {
                 let low = ch.dc.low_threshold.load(Ordering::Acquire);
                 if ch.last_buffered > low && buffered <= low {
@@ -457,7 +485,7 @@ impl Channels {
                 ch.dc.writable.notify(usize::MAX);
             }
             ch.last_buffered = buffered;
-            ch.busy = buffered > 0;
+            ch.busy = buffered > 0 || !ch.in_flight.is_empty();
             ch.busy
         });
     }

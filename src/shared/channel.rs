@@ -66,6 +66,11 @@ pub enum DataChannelEvent {
     BufferedAmountLow,
 }
 
+/// What one buffered message costs against the high-water mark on top of its bytes. The core
+/// keeps a record of about 220 bytes per queued message (its SCTP chunk), so without this a
+/// 1 MiB mark would let 131,072 eight-byte messages queue, holding some 28 MiB.
+pub(crate) const SEND_MESSAGE_OVERHEAD: usize = 256;
+
 /// What the connection and the handles of one channel share.
 pub(crate) struct DcShared {
     _live: Live,
@@ -81,6 +86,10 @@ pub(crate) struct DcShared {
     pub(crate) state: Mutex<DcState>,
     /// Bytes handed to `send` that have not reached the protocol core yet.
     pub(crate) pending: AtomicUsize,
+    /// Messages handed to `send` that have not reached the protocol core yet.
+    pub(crate) pending_messages: AtomicUsize,
+    /// Messages the core holds that SCTP has not acknowledged yet (refreshed by the driver).
+    pub(crate) outstanding_messages: AtomicUsize,
     /// Bytes the core holds that SCTP has not acknowledged yet (refreshed by the driver).
     pub(crate) outstanding: AtomicUsize,
     /// Negotiated maximum message size, 0 while unknown.
@@ -192,6 +201,8 @@ impl DcShared {
                 events: Multicast::new(p.event_capacity),
             }),
             pending: AtomicUsize::new(0),
+            pending_messages: AtomicUsize::new(0),
+            outstanding_messages: AtomicUsize::new(0),
             outstanding: AtomicUsize::new(0),
             max_message_size: AtomicUsize::new(0),
             high_water_mark: AtomicUsize::new(p.high_water_mark),
@@ -209,6 +220,14 @@ impl DcShared {
 
     pub(crate) fn buffered_amount(&self) -> usize {
         self.pending.load(Ordering::Acquire) + self.outstanding.load(Ordering::Acquire)
+    }
+
+    /// What the buffered messages cost against the high-water mark: their bytes plus
+    /// [`SEND_MESSAGE_OVERHEAD`] each.
+    pub(crate) fn buffered_cost(&self) -> usize {
+        let messages = self.pending_messages.load(Ordering::Acquire)
+            + self.outstanding_messages.load(Ordering::Acquire);
+        self.buffered_amount() + messages * SEND_MESSAGE_OVERHEAD
     }
 
     /// Moves to `ready` and tells subscribers; a no-op if already there or closed.
