@@ -57,6 +57,23 @@ pub async fn anchor_peer(send_buffer_limit: usize) -> AnchorPeer {
     build(PeerConnectionBuilder::new().with_data_channel_send_buffer_limit(send_buffer_limit)).await
 }
 
+/// [`anchor_peer`] with `certificate` as its DTLS certificate (a server reusing one for every
+/// connection) instead of one generated for it.
+pub async fn anchor_peer_with_certificate(
+    send_buffer_limit: usize,
+    certificate: webrtc_streams::rtc::peer_connection::certificate::RTCCertificate,
+) -> AnchorPeer {
+    let config = webrtc::peer_connection::RTCConfigurationBuilder::new()
+        .with_certificates(vec![certificate])
+        .build();
+    build(
+        PeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_data_channel_send_buffer_limit(send_buffer_limit),
+    )
+    .await
+}
+
 /// A `webrtc` 0.21.1 peer on 127.0.0.1 that gathers relayed candidates only, from `servers`
 /// (TURN), with `send` blocking above `send_buffer_limit` bytes in flight.
 pub async fn anchor_relay_peer(
