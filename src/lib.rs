@@ -287,7 +287,7 @@ pub use rtc::{
     },
 };
 pub use shared::counters::{FilterStats, SocketStats};
-pub use stream::EventStream;
+pub use stream::{EventStream, LagStream, WithLag};
 
 mod handler;
 pub use handler::{HandlerBridge, PeerConnectionEventHandler};

@@ -438,7 +438,9 @@ impl PeerConnection {
     /// Failures of the configured STUN and TURN servers, one per server and local socket:
     /// no answer in time (`error_code` 701), a refusal (the server's STUN error code, such as
     /// 401 for wrong TURN credentials), or a server that cannot be used. Also delivered in
-    /// [`events`](Self::events) as [`PeerConnectionEvent::IceCandidateError`].
+    /// [`events`](Self::events) as [`PeerConnectionEvent::IceCandidateError`]. A subscriber
+    /// that falls more than the event capacity behind loses the oldest, counted in
+    /// [`EventStream::missed`] or, with [`EventStream::with_lag`], marked in band.
     ///
     /// ```no_run
     /// # async fn f(pc: webrtc_streams::PeerConnection) {
@@ -506,7 +508,9 @@ impl PeerConnection {
     /// A track that arrived while nobody subscribed to this stream or
     /// [`events`](Self::events) was held (as [`data_channels`](Self::data_channels) holds
     /// channels): this subscriber receives it first. Its packet queue keeps the newest packets
-    /// meanwhile.
+    /// meanwhile. A subscriber that falls more than the event capacity behind loses the
+    /// oldest announcements, counted in [`EventStream::missed`] or, with
+    /// [`EventStream::with_lag`], marked in band where they were lost.
     pub fn tracks(&self) -> EventStream<RemoteTrack> {
         event::tracks(
             &mut lock(&self.inner.shared.hub),
@@ -679,7 +683,9 @@ impl PeerConnection {
     /// and this subscriber receives it first. At most the event capacity
     /// ([`PeerConnectionBuilder::event_capacity`]) of them are held; beyond it the oldest are
     /// dropped, counted in [`EventStream::missed`] and closed (so the remote peer sees
-    /// them close rather than stay open with no reader). While a held channel waits, its
+    /// them close rather than stay open with no reader); the same for a subscriber that
+    /// falls more than the event capacity behind. [`EventStream::with_lag`] yields that loss
+    /// in band, where it happened. While a held channel waits, its
     /// messages count against the [receive budget](PeerConnectionBuilder::receive_budget), so
     /// a connection that gets remote channels should subscribe and drop those it does not
     /// want.

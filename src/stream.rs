@@ -340,6 +340,120 @@ impl<T> EventStream<T> {
     pub fn missed(&self) -> u64 {
         self.inner.missed()
     }
+
+    /// This stream with its losses in band: every item as [`WithLag::Item`], and a
+    /// [`WithLag::Lagged`] at each point where items were lost (because this subscriber fell
+    /// more than the event capacity behind), before the item that follows the gap. For the
+    /// typed streams without a lag marker of their own —
+    /// [`data_channels`](crate::PeerConnection::data_channels),
+    /// [`tracks`](crate::PeerConnection::tracks),
+    /// [`ice_candidate_errors`](crate::PeerConnection::ice_candidate_errors), the state
+    /// streams — where [`missed`](Self::missed) alone would say only *that* something was
+    /// lost, not *where*. ([`events`](crate::PeerConnection::events) and
+    /// [`ice_candidates`](crate::PeerConnection::ice_candidates) already yield a `Lagged`
+    /// item of their own, and yield it as [`WithLag::Item`] here: no loss is reported twice.)
+    ///
+    /// ```no_run
+    /// # async fn f(pc: webrtc_streams::PeerConnection) {
+    /// use futures::StreamExt;
+    /// use webrtc_streams::WithLag;
+    /// let mut channels = pc.data_channels().with_lag();
+    /// while let Some(next) = channels.next().await {
+    ///     match next {
+    ///         WithLag::Item(dc) => println!("remote channel {}", dc.label()),
+    ///         WithLag::Lagged { missed } => {
+    ///             // Their channels were not announced here; unless another subscriber holds
+    ///             // them, the connection closes them and the peer sees them closed.
+    ///             eprintln!("{missed} remote channels missed: read faster");
+    ///         }
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn with_lag(self) -> LagStream<T> {
+        let reported = self.missed();
+        LagStream {
+            inner: self,
+            reported,
+            next: None,
+        }
+    }
+}
+
+/// An item of a [`LagStream`]: an item of the underlying [`EventStream`], or the mark of
+/// items lost at this point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WithLag<T> {
+    /// The next item.
+    Item(T),
+    /// The subscriber fell more than the event capacity behind and lost `missed` items here,
+    /// between the item before and the one after.
+    Lagged {
+        /// How many items were lost.
+        missed: u64,
+    },
+}
+
+/// An [`EventStream`] whose losses are items too: see [`EventStream::with_lag`].
+#[must_use = "streams do nothing unless polled"]
+pub struct LagStream<T> {
+    inner: EventStream<T>,
+    /// Losses already reported.
+    reported: u64,
+    /// The item that followed a gap, yielded after its `Lagged`.
+    next: Option<T>,
+}
+
+impl<T> LagStream<T> {
+    /// How many items were lost so far (see [`EventStream::missed`]).
+    pub fn missed(&self) -> u64 {
+        self.inner.missed()
+    }
+
+    /// A loss not reported yet, if any (and if the stream does not mark its own).
+    fn unreported(&mut self) -> Option<WithLag<T>> {
+        let missed = self.inner.missed();
+        if missed == self.reported {
+            return None;
+        }
+        let new = missed - self.reported;
+        self.reported = missed;
+        (!self.inner.inner.marks_lag()).then_some(WithLag::Lagged { missed: new })
+    }
+}
+
+// Nothing of `T` is ever pinned: the item waiting after a gap is moved out as it is.
+impl<T> Unpin for LagStream<T> {}
+
+impl<T> Stream for LagStream<T> {
+    type Item = WithLag<T>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<WithLag<T>>> {
+        let this = self.get_mut();
+        if let Some(item) = this.next.take() {
+            return Poll::Ready(Some(WithLag::Item(item)));
+        }
+        match this.inner.inner.poll_next(cx) {
+            Poll::Ready(Some(item)) => match this.unreported() {
+                Some(lag) => {
+                    this.next = Some(item);
+                    Poll::Ready(Some(lag))
+                }
+                None => Poll::Ready(Some(WithLag::Item(item))),
+            },
+            // Losses just before the end are reported before it.
+            Poll::Ready(None) => Poll::Ready(this.unreported()),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T> fmt::Debug for LagStream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LagStream")
+            .field("missed", &self.missed())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T> Stream for EventStream<T> {
@@ -361,6 +475,8 @@ impl<T> fmt::Debug for EventStream<T> {
 trait Source<T>: Send {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>>;
     fn missed(&self) -> u64;
+    /// Whether the stream yields its own marker where items were lost.
+    fn marks_lag(&self) -> bool;
 }
 
 /// Items kept for a stream's first reader because nobody listened when they were published
@@ -452,6 +568,10 @@ where
     fn missed(&self) -> u64 {
         self.missed
     }
+
+    fn marks_lag(&self) -> bool {
+        matches!(self.lag, Lag::Marker(_))
+    }
 }
 
 #[cfg(test)]
@@ -459,6 +579,66 @@ mod tests {
     use futures::{StreamExt, executor::block_on};
 
     use super::*;
+
+    #[test]
+    fn with_lag_marks_each_gap_where_it_was() {
+        let m = Multicast::<u32>::new(4);
+        let mut s = EventStream::new(None, m.subscribe(), Some).with_lag();
+        block_on(async {
+            m.publish(0);
+            assert_eq!(s.next().await, Some(WithLag::Item(0)));
+            for i in 1..=10 {
+                m.publish(i); // 1..=6 are lost: only the last 4 stay
+            }
+            assert_eq!(s.next().await, Some(WithLag::Lagged { missed: 6 }));
+            for i in 7..=10 {
+                assert_eq!(s.next().await, Some(WithLag::Item(i)));
+            }
+            for i in 11..=20 {
+                m.publish(i);
+            }
+            m.close();
+            assert_eq!(s.next().await, Some(WithLag::Lagged { missed: 6 }));
+            for i in 17..=20 {
+                assert_eq!(s.next().await, Some(WithLag::Item(i)));
+            }
+            assert_eq!(s.next().await, None);
+            assert_eq!(s.missed(), 12);
+        });
+    }
+
+    #[test]
+    fn with_lag_on_a_conflating_stream_marks_the_skip_before_the_newest() {
+        let m = Multicast::<u32>::new(2);
+        let mut s = EventStream::conflating(Some(100), m.subscribe(), Some).with_lag();
+        block_on(async {
+            assert_eq!(s.next().await, Some(WithLag::Item(100)));
+            for i in 0..10 {
+                m.publish(i);
+            }
+            assert!(matches!(s.next().await, Some(WithLag::Lagged { missed }) if missed > 0));
+            assert_eq!(s.next().await, Some(WithLag::Item(9)));
+        });
+    }
+
+    #[test]
+    fn with_lag_does_not_report_twice_what_a_stream_marks_itself() {
+        let m = Multicast::<i64>::new(2);
+        let held = Held::default();
+        let mut s =
+            EventStream::with_held(held, m.subscribe(), Some, Some(|n| -(n as i64))).with_lag();
+        block_on(async {
+            for i in 1..=5 {
+                m.publish(i);
+            }
+            m.close();
+            // The stream's own marker (-3) is an item; no `Lagged` beside it.
+            assert_eq!(s.next().await, Some(WithLag::Item(-3)));
+            assert_eq!(s.next().await, Some(WithLag::Item(4)));
+            assert_eq!(s.next().await, Some(WithLag::Item(5)));
+            assert_eq!(s.next().await, None);
+        });
+    }
 
     #[test]
     fn idle_subscriber_does_not_stall_others_and_counts_what_it_missed() {

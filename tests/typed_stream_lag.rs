@@ -86,3 +86,41 @@ async fn a_state_subscriber_that_fell_behind_reads_the_current_state_next() {
     );
     assert_eq!(within("end", states.next()).await, None);
 }
+
+/// `data_channels()` has no lag item of its own; `with_lag()` puts the loss where it happened:
+/// a subscriber that may fall two behind and reads only after five remote channels opened is
+/// told that three were missed, then gets the last two announced (`rtc` opens channels created
+/// before the connection in an order of its own).
+#[tokio::test]
+async fn a_channel_subscriber_that_fell_behind_learns_where_with_lag() {
+    use webrtc_streams::WithLag;
+    init_log();
+    let a = small_peer(64).await;
+    let b = small_peer(2).await;
+    let mut channels = b.data_channels().with_lag();
+    let mut opened = Vec::new();
+    for i in 0..5 {
+        let dc = a
+            .create_data_channel(&format!("c{i}"), Default::default())
+            .await
+            .unwrap();
+        opened.push(dc);
+    }
+    negotiate(&a, &b).await;
+    for dc in &opened {
+        within("open", dc.opened()).await.unwrap();
+    }
+    let first = within("lag", channels.next()).await.expect("ended");
+    assert_eq!(first, WithLag::Lagged { missed: 3 });
+    let mut labels = Vec::new();
+    for _ in 0..2 {
+        match within("channel", channels.next()).await.expect("ended") {
+            WithLag::Item(dc) => labels.push(dc.label().to_owned()),
+            other => panic!("expected a channel, got {other:?}"),
+        }
+    }
+    labels.sort();
+    labels.dedup();
+    assert_eq!(labels.len(), 2, "two different channels: {labels:?}");
+    assert_eq!(channels.missed(), 3);
+}
