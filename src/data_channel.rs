@@ -18,6 +18,7 @@ use crate::{
         ConnHandle,
         channel::{Announced, DcShared},
         command::{Command, Payload},
+        queue::TrySendError,
     },
     stream::EventStream,
     sync::lock,
@@ -276,7 +277,7 @@ impl DataChannel {
                 reservation.commit();
                 Ok(Ok(()))
             }
-            Err(async_channel::TrySendError::Full(Command::Send { payload, .. })) => {
+            Err(TrySendError::Full(Command::Send { payload, .. })) => {
                 Ok(Err(payload)) // the reservation is returned on drop
             }
             Err(_) => Err(self.conn.shared.closed()),

@@ -53,7 +53,7 @@ use crate::{
     runtime::{Runtime, default_runtime},
     shared::{
         ConnHandle, Shared, channel::ReceiveBudget, command::Command, counters::FilterStats,
-        hub::Hub,
+        hub::Hub, queue::command_queue,
     },
     stats::StatsStream,
     stream::{DEFAULT_EVENT_CAPACITY, EventStream},
@@ -1699,7 +1699,7 @@ impl PeerConnectionBuilder {
             Arc::default(),
             Arc::new(ReceiveBudget::new(self.receive_budget)),
         ));
-        let (cmd_tx, cmd_rx) = async_channel::bounded(COMMAND_CAPACITY);
+        let (cmd_tx, cmd_rx) = command_queue(COMMAND_CAPACITY);
         let local_addrs = sockets.iter().map(|s| s.addr).collect();
         let driver = Driver::new(
             core,

@@ -43,7 +43,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::Stream;
+use futures::StreamExt;
 use log::{debug, trace, warn};
 use rtc::{
     peer_connection::{
@@ -73,7 +73,7 @@ use self::{
 use crate::{
     error::{CloseReason, CoreError, Error},
     runtime::{AsyncTimer, Runtime},
-    shared::{Shared, command::Command, hub::Raw},
+    shared::{Shared, command::Command, hub::Raw, queue::CommandReceiver},
     sync::{LIVE_DRIVERS, Live, lock},
 };
 
@@ -139,7 +139,7 @@ pub(crate) struct Driver {
     core: RTCPeerConnection,
     runtime: Arc<dyn Runtime>,
     shared: Arc<Shared>,
-    cmd_rx: Pin<Box<async_channel::Receiver<Command>>>,
+    cmd_rx: CommandReceiver,
     timer: Pin<Box<dyn AsyncTimer>>,
     timer_deadline: Option<Instant>,
     last_immediate_timeout: Option<Instant>,
@@ -187,7 +187,7 @@ impl Driver {
         core: RTCPeerConnection,
         runtime: Arc<dyn Runtime>,
         shared: Arc<Shared>,
-        cmd_rx: async_channel::Receiver<Command>,
+        cmd_rx: CommandReceiver,
         sockets: Vec<Socket>,
         crypto: Option<Arc<dyn rtc::crypto::RTCCryptoProvider>>,
         config: DriverConfig,
@@ -221,7 +221,7 @@ impl Driver {
             core,
             runtime,
             shared,
-            cmd_rx: Box::pin(cmd_rx),
+            cmd_rx,
             timer,
             timer_deadline: None,
             last_immediate_timeout: None,
@@ -256,7 +256,7 @@ impl Driver {
     fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
         let mut any = false;
         for _ in 0..COMMANDS_PER_ROUND {
-            match self.cmd_rx.as_mut().poll_next(cx) {
+            match self.cmd_rx.poll_next_unpin(cx) {
                 Poll::Ready(Some(cmd)) => {
                     any = true;
                     self.handle_command(cmd, cx);
@@ -881,7 +881,7 @@ impl Driver {
         self.media.shutdown();
         self.cmd_rx.close();
         // Commands still queued get no reply: their callers see `Error::Closed`.
-        while let Ok(cmd) = self.cmd_rx.try_recv() {
+        while let Some(cmd) = self.cmd_rx.try_recv() {
             if let Command::Close { reply } = cmd {
                 let _ = reply.send(Ok(()));
             }

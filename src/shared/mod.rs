@@ -8,6 +8,7 @@ pub(crate) mod command;
 pub(crate) mod counters;
 pub(crate) mod hub;
 pub(crate) mod media;
+pub(crate) mod queue;
 
 use std::{
     net::SocketAddr,
@@ -21,6 +22,7 @@ use self::{
     command::{Command, Reply},
     counters::FilterCounters,
     hub::Hub,
+    queue::CommandSender,
 };
 use crate::{
     error::{CloseReason, Error, Result},
@@ -81,7 +83,7 @@ impl Shared {
 /// What every handle of one connection holds. When the last one is dropped, the command channel
 /// closes and the driver shuts the connection down.
 pub(crate) struct ConnHandle {
-    pub(crate) cmd: async_channel::Sender<Command>,
+    pub(crate) cmd: CommandSender,
     pub(crate) shared: Arc<Shared>,
     pub(crate) local_addrs: Vec<SocketAddr>,
     /// The connection's runtime (`None` for a [detached](Self::detached) handle).
@@ -104,7 +106,7 @@ impl ConnHandle {
     /// dropped (the handler bridge delivering a channel's last messages).
     pub(crate) fn detached() -> Arc<Self> {
         // No receiver: every command fails as on a closed connection.
-        let (cmd, _) = async_channel::bounded(1);
+        let cmd = CommandSender::closed();
         let shared = Shared::new(Hub::new(1), Arc::default(), Arc::new(ReceiveBudget::new(1)));
         // Made only after the last handle was dropped, which closes the connection.
         shared.set_close_reason(CloseReason::Local);
