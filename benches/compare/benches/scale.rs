@@ -85,13 +85,18 @@ enum Pair {
 }
 
 async fn pair(lib: Lib) -> Pair {
+    serving_pair(lib, None).await
+}
+
+/// A pair whose answering ("server") end uses `cert` if given instead of generating its own.
+async fn serving_pair(lib: Lib, cert: Option<RTCCertificate>) -> Pair {
     match lib {
         Lib::Ours => {
-            let (a, b, tx, rx) = ours_pair().await;
+            let (a, b, tx, rx) = ours_pair_serving(cert).await;
             Pair::Ours(a, b, tx, rx)
         }
         Lib::Anchor => {
-            let (a, b, tx, rx) = anchor_pair(1 << 20).await;
+            let (a, b, tx, rx) = anchor_pair_serving(1 << 20, cert).await;
             Pair::Anchor(a.pc, b.pc, tx, rx)
         }
     }
@@ -202,50 +207,10 @@ fn server_certificate() -> RTCCertificate {
     .expect("certificate")
 }
 
-/// A pair as the accept figure sets it up: the client end (offerer, it opens the channel)
-/// with its own certificate, the server end (answerer) with the server's certificate.
-async fn accept_pair(lib: Lib, cert: RTCCertificate) -> Pair {
-    match lib {
-        Lib::Ours => {
-            let loopback = ["127.0.0.1:0".parse().unwrap()];
-            let a = PeerConnection::builder()
-                .bind(loopback)
-                .build()
-                .await
-                .unwrap();
-            let b = PeerConnection::builder()
-                .bind(loopback)
-                .certificate(cert)
-                .build()
-                .await
-                .unwrap();
-            let mut incoming = b.data_channels();
-            let tx = a
-                .create_data_channel("bench", Default::default())
-                .await
-                .unwrap();
-            negotiate(&a, &b).await;
-            let rx = incoming.next().await.unwrap();
-            tx.opened().await.unwrap();
-            rx.opened().await.unwrap();
-            Pair::Ours(a, b, tx, rx)
-        }
-        Lib::Anchor => {
-            let a = anchor::anchor_peer(1 << 20).await;
-            let b = anchor::anchor_peer_with_certificate(1 << 20, cert).await;
-            let tx = a.pc.create_data_channel("bench", None).await.unwrap();
-            anchor::negotiate(&a, &b).await;
-            let rx = b.channels.recv().await.unwrap();
-            anchor::wait_open(&tx).await;
-            Pair::Anchor(a.pc, b.pc, tx, rx)
-        }
-    }
-}
-
 /// `cpu_ms_per_connection accept_per_s p50_ms p99_ms`
 async fn accept(lib: Lib, clients: usize) -> Vec<f64> {
     let cert = server_certificate();
-    let warm = bounded("warm-up", accept_pair(lib, cert.clone())).await;
+    let warm = bounded("warm-up", serving_pair(lib, Some(cert.clone()))).await;
     one_message(&warm, b"warm").await;
     drop(warm);
     let (t, c) = (Instant::now(), cpu_time());
@@ -254,7 +219,7 @@ async fn accept(lib: Lib, clients: usize) -> Vec<f64> {
             let cert = cert.clone();
             tokio::spawn(async move {
                 let start = Instant::now();
-                let p = accept_pair(lib, cert).await;
+                let p = serving_pair(lib, Some(cert)).await;
                 one_message(&p, format!("client {i}").as_bytes()).await;
                 (start.elapsed(), p)
             })

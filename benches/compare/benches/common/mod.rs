@@ -12,7 +12,9 @@ pub mod netns;
 use std::time::Duration;
 
 use futures::StreamExt;
-use webrtc_streams::{DataChannel, PeerConnection};
+use webrtc_streams::{
+    DataChannel, PeerConnection, rtc::peer_connection::certificate::RTCCertificate,
+};
 
 /// User + system CPU time of the whole process so far.
 pub fn cpu_time() -> Duration {
@@ -66,17 +68,25 @@ pub const CHECKSUM_SEED: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// Two of our connections on 127.0.0.1 with one open channel; returns (a, b, a's, b's).
 pub async fn ours_pair() -> (PeerConnection, PeerConnection, DataChannel, DataChannel) {
+    ours_pair_serving(None).await
+}
+
+/// [`ours_pair`], the answering end `b` using `certificate` if given (a server reusing one
+/// for every connection) instead of generating its own.
+pub async fn ours_pair_serving(
+    certificate: Option<RTCCertificate>,
+) -> (PeerConnection, PeerConnection, DataChannel, DataChannel) {
     let loopback = ["127.0.0.1:0".parse().unwrap()];
     let a = PeerConnection::builder()
         .bind(loopback)
         .build()
         .await
         .unwrap();
-    let b = PeerConnection::builder()
-        .bind(loopback)
-        .build()
-        .await
-        .unwrap();
+    let mut b = PeerConnection::builder().bind(loopback);
+    if let Some(certificate) = certificate {
+        b = b.certificate(certificate);
+    }
+    let b = b.build().await.unwrap();
     let mut incoming = b.data_channels();
     let tx = a
         .create_data_channel("bench", Default::default())
@@ -106,22 +116,34 @@ pub async fn negotiate(a: &PeerConnection, b: &PeerConnection) {
 }
 
 /// Two `webrtc` 0.21.1 connections on 127.0.0.1 with one open channel.
-pub async fn anchor_pair(
+pub async fn anchor_pair(send_buffer_limit: usize) -> AnchorPair {
+    anchor_pair_serving(send_buffer_limit, None).await
+}
+
+/// [`anchor_pair`], the answering end using `certificate` if given.
+pub async fn anchor_pair_serving(
     send_buffer_limit: usize,
-) -> (
-    anchor::AnchorPeer,
-    anchor::AnchorPeer,
-    std::sync::Arc<dyn webrtc::data_channel::DataChannel>,
-    std::sync::Arc<dyn webrtc::data_channel::DataChannel>,
-) {
+    certificate: Option<RTCCertificate>,
+) -> AnchorPair {
     let a = anchor::anchor_peer(send_buffer_limit).await;
-    let b = anchor::anchor_peer(send_buffer_limit).await;
+    let b = match certificate {
+        Some(c) => anchor::anchor_peer_with_certificate(send_buffer_limit, c).await,
+        None => anchor::anchor_peer(send_buffer_limit).await,
+    };
     let tx = a.pc.create_data_channel("bench", None).await.unwrap();
     anchor::negotiate(&a, &b).await;
     let rx = b.channels.recv().await.unwrap();
     anchor::wait_open(&tx).await;
     (a, b, tx, rx)
 }
+
+/// Two `webrtc` 0.21.1 peers with one open channel: (a, b, a's, b's).
+pub type AnchorPair = (
+    anchor::AnchorPeer,
+    anchor::AnchorPeer,
+    std::sync::Arc<dyn webrtc::data_channel::DataChannel>,
+    std::sync::Arc<dyn webrtc::data_channel::DataChannel>,
+);
 
 /// Runs the given child mode of this bench binary in a fresh process and returns its stdout.
 pub fn run_child(mode: &str) -> String {
