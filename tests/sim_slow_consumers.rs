@@ -94,6 +94,18 @@ impl Heap {
     }
 }
 
+/// Sends messages `0..n` on `a`, each read at `b` before the next is sent, noting the heap at a
+/// tenth of the run.
+async fn exchange(h: &SimHandle, a: &DataChannel, b: &DataChannel, n: usize, heap: &mut Heap) {
+    let mut at_b = b.messages();
+    for i in 0..n {
+        heap.at(i, n);
+        a.send(Bytes::from(i.to_le_bytes().to_vec())).await.unwrap();
+        let m = within(h, "message", LIMIT, at_b.next()).await.unwrap();
+        assert_eq!(m.data[..], i.to_le_bytes());
+    }
+}
+
 /// Subscribers of every event stream that never read, while 100,000 messages flow and each
 /// send fires a `BufferedAmountLow` event: the messages all arrive and the events stay within
 /// the subscribers' capacity.
@@ -127,15 +139,7 @@ fn event_subscribers_that_never_read() {
             }
         }));
         let mut heap = Heap::new("event subscribers that never read");
-        let mut at_b = dc_b.messages();
-        for i in 0..n {
-            heap.at(i, n);
-            dc_a.send(Bytes::from(i.to_le_bytes().to_vec()))
-                .await
-                .unwrap();
-            let m = within(&h, "message", LIMIT, at_b.next()).await.unwrap();
-            assert_eq!(m.data[..], i.to_le_bytes());
-        }
+        exchange(&h, &dc_a, &dc_b, n, &mut heap).await;
         let fired = fired.load(Ordering::Relaxed);
         println!("  {fired} BufferedAmountLow events, none read by the idle subscribers");
         assert!(fired >= n / 2, "only {fired} events fired");
@@ -179,15 +183,7 @@ fn a_channel_reader_that_never_reads() {
             }
         });
         let mut heap = Heap::new("a channel reader that never reads (while another pair carries)");
-        let mut at_b = dc_b.messages();
-        for i in 0..n {
-            heap.at(i, n);
-            dc_a.send(Bytes::from(i.to_le_bytes().to_vec()))
-                .await
-                .unwrap();
-            let m = within(&h, "message", LIMIT, at_b.next()).await.unwrap();
-            assert_eq!(m.data[..], i.to_le_bytes());
-        }
+        exchange(&h, &dc_a, &dc_b, n, &mut heap).await;
         let held = sent.load(Ordering::Relaxed);
         println!("  the stuck channel's sender got {held} of {n} messages out, then waited");
         assert!(held < n, "the sender was never held back");
