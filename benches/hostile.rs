@@ -11,9 +11,12 @@
 mod alloc;
 #[path = "../tests/common/hostile.rs"]
 mod hostile;
+#[path = "../tests/common/process.rs"]
+mod process;
 #[path = "../tests/common/sim.rs"]
 mod sim_common;
 
+use process::env_usize;
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     time::Duration,
@@ -30,13 +33,6 @@ use webrtc_streams::{
 };
 
 const STRANGER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 66)), 40000);
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// CPU time of the calling thread: the simulation runs both peers on it, so this is their
 /// work alone, whatever else the machine is doing.

@@ -8,25 +8,17 @@
 
 #[path = "../tests/common/alloc.rs"]
 mod alloc;
+#[path = "../tests/common/process.rs"]
+mod process;
 #[path = "../tests/common/sim.rs"]
 mod sim_common;
 
+use process::{env_usize, rss_kib};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use webrtc_streams::{__live, runtime::sim::SimRuntime};
-
-fn rss_kib() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn live() -> [usize; 4] {
     [
@@ -38,10 +30,7 @@ fn live() -> [usize; 4] {
 }
 
 fn main() {
-    let cycles: usize = std::env::var("CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let cycles = env_usize("CYCLES", 10_000);
     let sim = SimRuntime::new(7);
     let h = sim.handle().clone();
     let limit = Duration::from_secs(60);

@@ -8,28 +8,11 @@
 
 mod common;
 
+use common::process::{env_usize, rss_kib};
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{StreamExt, stream};
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn rss_kib() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// Raises the soft limit on open files to the hard one (each pair holds two sockets, and
 /// the runtime a few more); returns the new soft limit.
@@ -50,8 +33,8 @@ fn raise_nofile() -> u64 {
 #[test]
 fn many_pairs_echo_at_once_and_nothing_is_lost() {
     common::init_log();
-    let pairs = env("LOAD_PAIRS", 100);
-    let messages = env("LOAD_MESSAGES", 20);
+    let pairs = env_usize("LOAD_PAIRS", 100);
+    let messages = env_usize("LOAD_MESSAGES", 20);
     let nofile = raise_nofile();
     assert!(
         nofile as usize > pairs * 2 + 64,

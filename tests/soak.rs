@@ -19,6 +19,7 @@ mod common;
 #[path = "common/sim.rs"]
 mod sim_common;
 
+use common::process::{env_usize, open_fds, rss_kib};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -46,28 +47,6 @@ fn counts(sockets: usize) -> Counts {
         subscriptions: __live::subscriptions(),
         sockets,
     }
-}
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn rss_kib() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
 /// How a cycle ends.
@@ -252,6 +231,6 @@ fn soak_loopback(cycles: usize) {
 #[test]
 fn cycles_leave_nothing_behind() {
     common::init_log();
-    soak_sim(env("SOAK_CYCLES", 1_000));
-    soak_loopback(env("SOAK_LOOPBACK_CYCLES", 100));
+    soak_sim(env_usize("SOAK_CYCLES", 1_000));
+    soak_loopback(env_usize("SOAK_LOOPBACK_CYCLES", 100));
 }

@@ -6,6 +6,7 @@
 pub mod coturn;
 #[cfg(target_os = "linux")]
 pub mod netns;
+pub mod process;
 pub mod turn;
 
 use std::{future::Future, time::Duration};
