@@ -8,6 +8,10 @@ pub use webrtc_streams_compare::anchor;
 pub mod coturn;
 #[path = "../../../../tests/common/netns.rs"]
 pub mod netns;
+#[path = "../../../../tests/common/process.rs"]
+pub mod process;
+
+pub use process::env_usize;
 
 use std::time::Duration;
 
@@ -47,13 +51,6 @@ pub fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
         (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
     };
     (mid, v[0], v[v.len() - 1])
-}
-
-pub fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// FNV-1a over a stream of chunks.
