@@ -17,7 +17,10 @@
 //!   in 64 KiB messages at once, count and checksum verified: aggregate Mbit/s, CPU s/GiB, and
 //!   fairness (slowest pair's rate / fastest pair's rate);
 //! - **latency**: one pair, `ROUND_TRIPS` (default 2000) 64-byte ping-pong round trips, each
-//!   echo compared with what was sent: p50/p99.
+//!   echo compared with what was sent: p50/p99, twice: with the pinging loop on the thread
+//!   that called `block_on` (as the body of `#[tokio::main]` runs, outside the runtime's
+//!   workers: every hop to and from it wakes another thread) and with it in a spawned task
+//!   (as a server's per-connection tasks run, on the workers).
 //!
 //! `cargo bench -p webrtc-streams-compare --bench scale` (`ONLY=idle,latency` to run some
 //! figures).
@@ -426,6 +429,8 @@ fn child(args: &[String]) {
             "accept" => accept(lib, n).await,
             "aggregate" => aggregate(lib, n).await,
             "latency" => latency(lib).await,
+            // The same loop in a task on the runtime's workers.
+            "latency-task" => tokio::spawn(latency(lib)).await.expect("latency task"),
             other => panic!("unknown figure {other}"),
         }
     });
@@ -543,11 +548,13 @@ fn main() {
         }
     }
     if run("latency") {
-        let [o, a] = measure("latency", 1, reps);
         let trips = env_usize("ROUND_TRIPS", 2000);
-        let f = format!("latency p50, {trips} x 64 B ping-pong");
-        row(&f, o[0], a[0], "us", "<= 0.7x");
-        let f = format!("latency p99, {trips} x 64 B ping-pong");
-        row(&f, o[1], a[1], "us", "<= 0.7x");
+        for (figure, wherein) in [("latency", "block_on"), ("latency-task", "a task")] {
+            let [o, a] = measure(figure, 1, reps);
+            let f = format!("latency p50, {trips} x 64 B, loop in {wherein}");
+            row(&f, o[0], a[0], "us", "<= 0.7x");
+            let f = format!("latency p99, {trips} x 64 B, loop in {wherein}");
+            row(&f, o[1], a[1], "us", "<= 0.7x");
+        }
     }
 }
