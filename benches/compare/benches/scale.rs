@@ -7,12 +7,14 @@
 //!   `IDLE_SECS`, default 10) at `CONNS` connections (default 2000, a comma list such as
 //!   `100,1000,5000` for several rows); afterwards every pair round-trips one message;
 //! - **accept**: `CLIENTS` pairs (default 1000, comma list) set up at once: CPU per accepted
-//!   connection (process CPU / clients, both ends counted), accept rate, and p50/p99 of each
-//!   client's time from start to its channel open on both sides and one verified message. The
-//!   "server" end of every pair (the answerer) reuses one certificate generated before the
-//!   burst, as a real server does (`PeerConnectionBuilder::certificate`; `webrtc` 0.21.1 the
-//!   same through its configuration); every "client" end (the offerer) generates its own key
-//!   and certificate, as a browser does, and that is counted;
+//!   connection (process CPU / clients, both ends counted) and the server ends' share of it,
+//!   accept rate, and p50/p99 of each client's time from start to its channel open on both
+//!   sides and one verified message. The "server" end of every pair (the answerer) runs on a
+//!   runtime of its own (2 workers; its threads' CPU time is the server's share) and reuses one
+//!   certificate generated before the burst, as a real server does
+//!   (`PeerConnectionBuilder::certificate`; `webrtc` 0.21.1 the same through its
+//!   configuration); every "client" end (the offerer) generates its own key and certificate, as
+//!   a browser does, and that is counted in the process figure;
 //! - **aggregate**: `PAIRS` pairs (default 100, comma list) each sending `MIB` MiB (default 4)
 //!   in 64 KiB messages at once, count and checksum verified: aggregate Mbit/s, CPU s/GiB, and
 //!   fairness (slowest pair's rate / fastest pair's rate);
@@ -36,6 +38,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use common::*;
 use futures::{StreamExt, stream};
+use tokio::runtime::Handle;
 use webrtc_streams::{
     DataChannel, PeerConnection,
     rtc::{
@@ -93,13 +96,18 @@ async fn pair(lib: Lib) -> Pair {
 
 /// A pair whose answering ("server") end uses `cert` if given instead of generating its own.
 async fn serving_pair(lib: Lib, cert: Option<RTCCertificate>) -> Pair {
+    serving_pair_on(lib, cert, None).await
+}
+
+/// [`serving_pair`], the server end built on the runtime behind `server` if given.
+async fn serving_pair_on(lib: Lib, cert: Option<RTCCertificate>, server: Option<Handle>) -> Pair {
     match lib {
         Lib::Ours => {
-            let (a, b, tx, rx) = ours_pair_serving(cert).await;
+            let (a, b, tx, rx) = ours_pair_on(cert, server).await;
             Pair::Ours(a, b, tx, rx)
         }
         Lib::Anchor => {
-            let (a, b, tx, rx) = anchor_pair_serving(1 << 20, cert).await;
+            let (a, b, tx, rx) = anchor_pair_on(1 << 20, cert, server).await;
             Pair::Anchor(a.pc, b.pc, tx, rx)
         }
     }
@@ -132,6 +140,20 @@ async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Name of the accept figure's server runtime threads (at most 15 bytes: a Linux thread name).
+const SERVER_THREADS: &str = "scale-server";
+
+/// The accept figure's server ends run here: 2 workers of their own, so that their CPU time can
+/// be told from the clients'.
+fn server_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(SERVER_THREADS)
         .enable_all()
         .build()
         .unwrap()
@@ -210,19 +232,24 @@ fn server_certificate() -> RTCCertificate {
     .expect("certificate")
 }
 
-/// `cpu_ms_per_connection accept_per_s p50_ms p99_ms`
-async fn accept(lib: Lib, clients: usize) -> Vec<f64> {
+/// `cpu_ms_per_connection accept_per_s p50_ms p99_ms server_cpu_ms_per_connection`
+async fn accept(lib: Lib, clients: usize, server: Handle) -> Vec<f64> {
     let cert = server_certificate();
-    let warm = bounded("warm-up", serving_pair(lib, Some(cert.clone()))).await;
+    let warm = bounded(
+        "warm-up",
+        serving_pair_on(lib, Some(cert.clone()), Some(server.clone())),
+    )
+    .await;
     one_message(&warm, b"warm").await;
     drop(warm);
-    let (t, c) = (Instant::now(), cpu_time());
+    let (t, c, s) = (Instant::now(), cpu_time(), threads_cpu_time(SERVER_THREADS));
     let tasks: Vec<_> = (0..clients)
         .map(|i| {
             let cert = cert.clone();
+            let server = server.clone();
             tokio::spawn(async move {
                 let start = Instant::now();
-                let p = serving_pair(lib, Some(cert)).await;
+                let p = serving_pair_on(lib, Some(cert), Some(server)).await;
                 one_message(&p, format!("client {i}").as_bytes()).await;
                 (start.elapsed(), p)
             })
@@ -237,12 +264,14 @@ async fn accept(lib: Lib, clients: usize) -> Vec<f64> {
     }
     let wall = t.elapsed().as_secs_f64();
     let cpu = (cpu_time() - c).as_secs_f64();
+    let server_cpu = (threads_cpu_time(SERVER_THREADS) - s).as_secs_f64();
     setup.sort_by(|a, b| a.partial_cmp(b).unwrap());
     vec![
         cpu * 1e3 / clients as f64,
         clients as f64 / wall,
         percentile(&setup, 0.5),
         percentile(&setup, 0.99),
+        server_cpu * 1e3 / clients as f64,
     ]
 }
 
@@ -423,10 +452,14 @@ fn child(args: &[String]) {
         Lib::parse(&args[1]),
         args[2].parse::<usize>().expect("size"),
     );
+    let server = (figure == "accept").then(server_runtime);
     let out = runtime().block_on(async {
         match figure {
             "idle" => idle(lib, n).await,
-            "accept" => accept(lib, n).await,
+            "accept" => {
+                let server = server.as_ref().expect("server runtime").handle().clone();
+                accept(lib, n, server).await
+            }
             "aggregate" => aggregate(lib, n).await,
             "latency" => latency(lib).await,
             // The same loop in a task on the runtime's workers.
@@ -501,7 +534,8 @@ fn main() {
     let only = std::env::var("ONLY").unwrap_or_default();
     let run = |f: &str| only.is_empty() || only.split(',').any(|o| o == f);
     println!(
-        "scale: both ends of every connection in one child process (Tokio, 2 workers), medians of {reps}"
+        "scale: both ends of every connection in one child process (Tokio, 2 workers; accept: \
+         the server ends on 2 more), medians of {reps}"
     );
     println!(
         "{:<44} {:>12} {:>14} {:>7}  {:<12} target",
@@ -527,6 +561,8 @@ fn main() {
             let [o, a] = measure("accept", n, reps);
             let f = format!("CPU per accepted connection, {n} at once");
             row(&f, o[0], a[0], "ms", "<= 0.5x");
+            let f = format!("  of it the server ends', {n} at once");
+            row(&f, o[4], a[4], "ms", "<= 0.5x");
             let f = format!("accept rate, {n} at once");
             row(&f, o[1], a[1], "conn/s", ">= 3x");
             let f = format!("setup time p50, {n} at once");

@@ -30,6 +30,30 @@ pub fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// CPU time so far of this process's threads whose name starts with `prefix` (Linux: the
+/// run time in `/proc/self/task/*/schedstat`, nanoseconds).
+pub fn threads_cpu_time(prefix: &str) -> Duration {
+    let mut total = Duration::ZERO;
+    for task in std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .flatten()
+    {
+        let path = task.path();
+        let named = std::fs::read_to_string(path.join("comm"))
+            .is_ok_and(|comm| comm.trim_end().starts_with(prefix));
+        if !named {
+            continue;
+        }
+        // A thread may end between the listing and the read: it counts as nothing.
+        if let Ok(stat) = std::fs::read_to_string(path.join("schedstat"))
+            && let Some(ns) = stat.split_whitespace().next().and_then(|n| n.parse().ok())
+        {
+            total += Duration::from_nanos(ns);
+        }
+    }
+    total
+}
+
 /// Resident set size of this process in bytes (Linux).
 pub fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
@@ -73,17 +97,32 @@ pub async fn ours_pair() -> (PeerConnection, PeerConnection, DataChannel, DataCh
 pub async fn ours_pair_serving(
     certificate: Option<RTCCertificate>,
 ) -> (PeerConnection, PeerConnection, DataChannel, DataChannel) {
+    ours_pair_on(certificate, None).await
+}
+
+/// [`ours_pair_serving`], the answering end `b` built on the runtime behind `server` if given
+/// (its driver, sockets and timers live there), the rest on the calling task's runtime.
+pub async fn ours_pair_on(
+    certificate: Option<RTCCertificate>,
+    server: Option<tokio::runtime::Handle>,
+) -> (PeerConnection, PeerConnection, DataChannel, DataChannel) {
     let loopback = ["127.0.0.1:0".parse().unwrap()];
     let a = PeerConnection::builder()
         .bind(loopback)
         .build()
         .await
         .unwrap();
-    let mut b = PeerConnection::builder().bind(loopback);
-    if let Some(certificate) = certificate {
-        b = b.certificate(certificate);
-    }
-    let b = b.build().await.unwrap();
+    let build_b = async move {
+        let mut b = PeerConnection::builder().bind(loopback);
+        if let Some(certificate) = certificate {
+            b = b.certificate(certificate);
+        }
+        b.build().await.unwrap()
+    };
+    let b = match server {
+        Some(server) => server.spawn(build_b).await.expect("server task"),
+        None => build_b.await,
+    };
     let mut incoming = b.data_channels();
     let tx = a
         .create_data_channel("bench", Default::default())
@@ -122,10 +161,25 @@ pub async fn anchor_pair_serving(
     send_buffer_limit: usize,
     certificate: Option<RTCCertificate>,
 ) -> AnchorPair {
+    anchor_pair_on(send_buffer_limit, certificate, None).await
+}
+
+/// [`anchor_pair_serving`], the answering end built on the runtime behind `server` if given.
+pub async fn anchor_pair_on(
+    send_buffer_limit: usize,
+    certificate: Option<RTCCertificate>,
+    server: Option<tokio::runtime::Handle>,
+) -> AnchorPair {
     let a = anchor::anchor_peer(send_buffer_limit).await;
-    let b = match certificate {
-        Some(c) => anchor::anchor_peer_with_certificate(send_buffer_limit, c).await,
-        None => anchor::anchor_peer(send_buffer_limit).await,
+    let build_b = async move {
+        match certificate {
+            Some(c) => anchor::anchor_peer_with_certificate(send_buffer_limit, c).await,
+            None => anchor::anchor_peer(send_buffer_limit).await,
+        }
+    };
+    let b = match server {
+        Some(server) => server.spawn(build_b).await.expect("server task"),
+        None => build_b.await,
     };
     let tx = a.pc.create_data_channel("bench", None).await.unwrap();
     anchor::negotiate(&a, &b).await;
