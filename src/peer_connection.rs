@@ -786,7 +786,8 @@ impl PeerConnection {
     }
 
     /// What the operating system reported on this connection's sockets: failed sends and
-    /// receives, sockets given up (see [`SocketStats`](crate::SocketStats)).
+    /// receives, sockets given up; and the bytes its send path holds in buffers (see
+    /// [`SocketStats`](crate::SocketStats)).
     ///
     /// ```no_run
     /// # fn f(pc: &webrtc_streams::PeerConnection) {

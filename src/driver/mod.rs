@@ -733,6 +733,9 @@ impl Driver {
         // Timers fire a few times a second: often enough to notice inboxes that lost their
         // last reader.
         self.channels.discard_unreadable_inboxes();
+        if now >= self.last_activity + IDLE_AFTER {
+            self.io.release_send_buffers();
+        }
         true
     }
 

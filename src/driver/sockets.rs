@@ -57,6 +57,10 @@ pub(crate) struct Socket {
 /// Receives in a row that failed with an error other than a transient network one before
 /// a socket is given up (no longer read: reading it would only spin).
 const FAILED_RECEIVES_IN_A_ROW: u32 = 16;
+/// Send-path capacity an idle connection keeps (bytes of batch buffer, queued datagrams):
+/// enough for its consent checks.
+const KEEP_TX_BUF: usize = 2048;
+const KEEP_TX_QUEUE: usize = 8;
 
 /// What the driver keeps per socket about its errors.
 #[derive(Debug, Default, Clone, Copy)]
@@ -241,6 +245,20 @@ impl Io {
     }
 
     /// ICE has connected: the DTLS records kept until now go to the core.
+    /// Gives back what a burst grew in the send path (a batch buffer of up to
+    /// [`MAX_BATCH_BYTES`], the queue of datagrams taken from the core) when nothing waits in
+    /// it: the driver calls this once the connection has been quiet for a while, so that a
+    /// connection that once sent a file does not keep ~50 KiB while it idles.
+    pub(super) fn release_send_buffers(&mut self) {
+        if self.tx_batch.is_none() && self.tx_buf.capacity() > KEEP_TX_BUF {
+            self.tx_buf = Vec::new();
+        }
+        if self.tx_queue.is_empty() && self.tx_queue.capacity() > KEEP_TX_QUEUE {
+            self.tx_queue = VecDeque::new();
+        }
+        self.note_send_buffers();
+    }
+
     pub(super) fn ice_connected(&mut self, core: &mut RTCPeerConnection) {
         for early in self.early_dtls.take().unwrap_or_default() {
             let _ = core.handle_read(early);
@@ -391,6 +409,16 @@ impl Io {
             peer,
             segment_size,
         });
+        self.note_send_buffers();
+    }
+
+    /// Publishes what the send path holds ([`SocketStats::send_buffer_bytes`]).
+    ///
+    /// [`SocketStats::send_buffer_bytes`]: crate::SocketStats::send_buffer_bytes
+    fn note_send_buffers(&self) {
+        let queue = self.tx_queue.capacity() * std::mem::size_of::<TaggedBytesMut>();
+        self.counters
+            .set_send_buffer_bytes(self.tx_buf.capacity() + queue);
     }
 
     /// Sends the datagrams of the STUN/TURN jobs (requests, relayed data). Returns whether

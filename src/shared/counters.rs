@@ -68,7 +68,8 @@ impl FilterCounters {
     }
 }
 
-/// Counters of what the operating system reported on a connection's sockets.
+/// Counters of what the operating system reported on a connection's sockets, and what its
+/// send path holds.
 ///
 /// Returned by [`PeerConnection::socket_stats`](crate::PeerConnection::socket_stats). Every
 /// error is handled where it happens (a datagram that could not be sent is lost, as UDP loses
@@ -86,6 +87,11 @@ pub struct SocketStats {
     /// Sockets given up because every receive kept failing: they are no longer read (the
     /// connection goes on over its other sockets, or fails through ICE).
     pub failed_sockets: u64,
+    /// Bytes the connection's send path holds in buffers, by capacity: the batch it hands the
+    /// kernel for segmentation offload (up to 60 KiB) and the datagrams taken from the core
+    /// and not sent yet. What a burst grew is given back once the connection has been quiet
+    /// for about a second.
+    pub send_buffer_bytes: u64,
 }
 
 /// The counters behind [`SocketStats`].
@@ -94,6 +100,7 @@ pub(crate) struct SocketCounters {
     send_errors: AtomicU64,
     receive_errors: AtomicU64,
     failed_sockets: AtomicU64,
+    send_buffer_bytes: AtomicU64,
 }
 
 impl SocketCounters {
@@ -102,7 +109,13 @@ impl SocketCounters {
             send_errors: self.send_errors.load(Ordering::Relaxed),
             receive_errors: self.receive_errors.load(Ordering::Relaxed),
             failed_sockets: self.failed_sockets.load(Ordering::Relaxed),
+            send_buffer_bytes: self.send_buffer_bytes.load(Ordering::Relaxed),
         }
+    }
+
+    pub(crate) fn set_send_buffer_bytes(&self, bytes: usize) {
+        self.send_buffer_bytes
+            .store(bytes as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn count_send_error(&self) {

@@ -5,7 +5,9 @@
 //!
 //! - **idle**: RSS per idle connection and idle CPU (one core = 100%, getrusage over
 //!   `IDLE_SECS`, default 10) at `CONNS` connections (default 2000, a comma list such as
-//!   `100,1000,5000` for several rows); afterwards every pair round-trips one message;
+//!   `100,1000,5000` for several rows); afterwards every pair round-trips one message.
+//!   `IDLE_AFTER_KIB=1024` first has every pair carry that much (64 KiB messages) before it
+//!   idles, as a server's connections have;
 //! - **accept**: `CLIENTS` pairs (default 1000, comma list) set up at once: CPU per accepted
 //!   connection (process CPU / clients, both ends counted) and the server ends' share of it,
 //!   accept rate, and p50/p99 of each client's time from start to its channel open on both
@@ -196,6 +198,17 @@ async fn idle(lib: Lib, conns: usize) -> Vec<f64> {
             .collect(),
     )
     .await;
+    // A server's connections have carried data before they idle: `IDLE_AFTER_KIB` per pair,
+    // in 64 KiB messages, each verified (default none).
+    let carried = env_usize("IDLE_AFTER_KIB", 0);
+    if carried > 0 {
+        let chunk = vec![7u8; 64 * 1024];
+        for p in &keep {
+            for _ in 0..carried.div_ceil(64) {
+                one_message(p, &chunk).await;
+            }
+        }
+    }
     // Let setup's transients (handshake retransmissions, gathering) settle.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss = rss_bytes().saturating_sub(before) as f64 / (pairs * 2) as f64;
@@ -544,7 +557,11 @@ fn main() {
     if run("idle") {
         for n in list("CONNS", "2000") {
             let [o, a] = measure("idle", n, reps);
-            let f = format!("RSS per idle connection, {n} conns");
+            let carried = match env_usize("IDLE_AFTER_KIB", 0) {
+                0 => String::new(),
+                kib => format!(", {kib} KiB carried"),
+            };
+            let f = format!("RSS per idle connection, {n} conns{carried}");
             row(
                 &f,
                 o[0] / 1024.0,
