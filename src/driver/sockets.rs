@@ -244,7 +244,6 @@ impl Io {
         self.sockets.iter().map(|s| s.addr).collect()
     }
 
-    /// ICE has connected: the DTLS records kept until now go to the core.
     /// Gives back what a burst grew in the send path (a batch buffer of up to
     /// [`MAX_BATCH_BYTES`], the queue of datagrams taken from the core) when nothing waits in
     /// it: the driver calls this once the connection has been quiet for a while, so that a
@@ -259,6 +258,7 @@ impl Io {
         self.note_send_buffers();
     }
 
+    /// ICE has connected: the DTLS records kept until now go to the core.
     pub(super) fn ice_connected(&mut self, core: &mut RTCPeerConnection) {
         for early in self.early_dtls.take().unwrap_or_default() {
             let _ = core.handle_read(early);
