@@ -93,15 +93,11 @@ enum Pair {
 }
 
 async fn pair(lib: Lib) -> Pair {
-    serving_pair(lib, None).await
+    serving_pair_on(lib, None, None).await
 }
 
-/// A pair whose answering ("server") end uses `cert` if given instead of generating its own.
-async fn serving_pair(lib: Lib, cert: Option<RTCCertificate>) -> Pair {
-    serving_pair_on(lib, cert, None).await
-}
-
-/// [`serving_pair`], the server end built on the runtime behind `server` if given.
+/// A pair whose answering ("server") end uses `cert` if given instead of generating its own,
+/// and is built on the runtime behind `server` if given.
 async fn serving_pair_on(lib: Lib, cert: Option<RTCCertificate>, server: Option<Handle>) -> Pair {
     match lib {
         Lib::Ours => {

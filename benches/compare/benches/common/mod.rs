@@ -89,19 +89,12 @@ pub const CHECKSUM_SEED: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// Two of our connections on 127.0.0.1 with one open channel; returns (a, b, a's, b's).
 pub async fn ours_pair() -> (PeerConnection, PeerConnection, DataChannel, DataChannel) {
-    ours_pair_serving(None).await
+    ours_pair_on(None, None).await
 }
 
-/// [`ours_pair`], the answering end `b` using `certificate` if given (a server reusing one
-/// for every connection) instead of generating its own.
-pub async fn ours_pair_serving(
-    certificate: Option<RTCCertificate>,
-) -> (PeerConnection, PeerConnection, DataChannel, DataChannel) {
-    ours_pair_on(certificate, None).await
-}
-
-/// [`ours_pair_serving`], the answering end `b` built on the runtime behind `server` if given
-/// (its driver, sockets and timers live there), the rest on the calling task's runtime.
+/// [`ours_pair`], the answering end `b` using `certificate` if given (a server reusing one for
+/// every connection) instead of generating its own, and built on the runtime behind `server` if
+/// given (its driver, sockets and timers live there); the rest on the calling task's runtime.
 pub async fn ours_pair_on(
     certificate: Option<RTCCertificate>,
     server: Option<tokio::runtime::Handle>,
@@ -119,10 +112,7 @@ pub async fn ours_pair_on(
         }
         b.build().await.unwrap()
     };
-    let b = match server {
-        Some(server) => server.spawn(build_b).await.expect("server task"),
-        None => build_b.await,
-    };
+    let b = on_server(server, build_b).await;
     let mut incoming = b.data_channels();
     let tx = a
         .create_data_channel("bench", Default::default())
@@ -133,6 +123,18 @@ pub async fn ours_pair_on(
     tx.opened().await.unwrap();
     rx.opened().await.unwrap();
     (a, b, tx, rx)
+}
+
+/// Runs `f` on the runtime behind `server` if given, else in place.
+async fn on_server<F>(server: Option<tokio::runtime::Handle>, f: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match server {
+        Some(server) => server.spawn(f).await.expect("server task"),
+        None => f.await,
+    }
 }
 
 /// Offer from `a`, answer from `b`, each description sent once its gathering completed.
@@ -153,18 +155,11 @@ pub async fn negotiate(a: &PeerConnection, b: &PeerConnection) {
 
 /// Two `webrtc` 0.21.1 connections on 127.0.0.1 with one open channel.
 pub async fn anchor_pair(send_buffer_limit: usize) -> AnchorPair {
-    anchor_pair_serving(send_buffer_limit, None).await
+    anchor_pair_on(send_buffer_limit, None, None).await
 }
 
-/// [`anchor_pair`], the answering end using `certificate` if given.
-pub async fn anchor_pair_serving(
-    send_buffer_limit: usize,
-    certificate: Option<RTCCertificate>,
-) -> AnchorPair {
-    anchor_pair_on(send_buffer_limit, certificate, None).await
-}
-
-/// [`anchor_pair_serving`], the answering end built on the runtime behind `server` if given.
+/// [`anchor_pair`], the answering end using `certificate` if given and built on the runtime
+/// behind `server` if given.
 pub async fn anchor_pair_on(
     send_buffer_limit: usize,
     certificate: Option<RTCCertificate>,
@@ -177,10 +172,7 @@ pub async fn anchor_pair_on(
             None => anchor::anchor_peer(send_buffer_limit).await,
         }
     };
-    let b = match server {
-        Some(server) => server.spawn(build_b).await.expect("server task"),
-        None => build_b.await,
-    };
+    let b = on_server(server, build_b).await;
     let tx = a.pc.create_data_channel("bench", None).await.unwrap();
     anchor::negotiate(&a, &b).await;
     let rx = b.channels.recv().await.unwrap();
